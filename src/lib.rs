@@ -1,0 +1,4 @@
+//! client_server_chat: a turn-by-turn terminal chat over TCP with acknowledged messages.
+#![forbid(unsafe_code)]
+
+pub mod protocol;

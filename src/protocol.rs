@@ -1,0 +1,552 @@
+//! The wire format: frames, their encoding and decoding, and the limits that bound them.
+//!
+//! A frame is a 5-byte header (a type byte, then the payload length as a big-endian `u32`) followed
+//! by the payload. Decoding works on byte slices so that it can be tested (and fuzzed) without any
+//! socket; [`FrameReader`] adds the buffering over any [`Read`]. See PROTOCOL.md for the full
+//! specification.
+
+use std::fmt;
+use std::io::{self, Read};
+
+/// The protocol version this build speaks and the only one it accepts.
+pub const VERSION: u8 = 1;
+/// The first bytes of every HELLO payload, so that a stray connection is told apart from a client.
+pub const MAGIC: &[u8; 4] = b"CSCP";
+/// Bytes in a frame header: the type byte and the big-endian `u32` payload length.
+pub const HEADER_LEN: usize = 5;
+/// Largest payload of any frame other than MESSAGE (names, reasons, notices).
+pub const MAX_CONTROL_PAYLOAD: usize = 1024;
+/// Longest client or server name, in bytes; longer names are cut at a character boundary.
+pub const MAX_NAME: usize = 64;
+/// Default for `--max-message`.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Frame type bytes, as they appear on the wire.
+mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const WAITING: u8 = 0x03;
+    pub const MESSAGE: u8 = 0x04;
+    pub const ACK: u8 = 0x05;
+    pub const END: u8 = 0x06;
+    pub const FULL: u8 = 0x07;
+    pub const SHUTDOWN: u8 = 0x08;
+    pub const ERROR: u8 = 0x09;
+    pub const KICKED: u8 = 0x0A;
+}
+
+/// One unit of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client's first frame: protocol version, the largest message it accepts, its name.
+    Hello {
+        /// Protocol version the client speaks.
+        version: u8,
+        /// Largest MESSAGE payload the client accepts.
+        max_message: u32,
+        /// The user's chosen name, possibly empty.
+        name: String,
+    },
+    /// Server's answer once a worker has taken the connection: the chat starts.
+    Welcome {
+        /// Number the server gave this session (`#N`).
+        session_id: u32,
+        /// Largest MESSAGE payload the server accepts.
+        max_message: u32,
+        /// The server's name, possibly empty.
+        name: String,
+    },
+    /// Every worker is busy: the client waits in line at this position (1 = next).
+    Waiting {
+        /// Place in line, 1 being the next to be served.
+        position: u32,
+    },
+    /// A chat message: any bytes at all.
+    Message(Vec<u8>),
+    /// The receiver got the last MESSAGE.
+    Ack,
+    /// The sender ends the chat.
+    End,
+    /// The server has no room for this connection; it closes it.
+    Full,
+    /// The server is going offline; it closes the connection.
+    Shutdown,
+    /// The sender saw a protocol violation (the reason says which) and closes the connection.
+    Error(String),
+    /// The server's operator ended this chat, with a reason.
+    Kicked(String),
+}
+
+impl Frame {
+    /// The frame's name as PROTOCOL.md spells it, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "HELLO",
+            Frame::Welcome { .. } => "WELCOME",
+            Frame::Waiting { .. } => "WAITING",
+            Frame::Message(_) => "MESSAGE",
+            Frame::Ack => "ACK",
+            Frame::End => "END",
+            Frame::Full => "FULL",
+            Frame::Shutdown => "SHUTDOWN",
+            Frame::Error(_) => "ERROR",
+            Frame::Kicked(_) => "KICKED",
+        }
+    }
+
+    /// Appends the whole frame, header and payload, to `out`, so that it can go out in one write.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        let kind = match self {
+            Frame::Hello {
+                version,
+                max_message,
+                name,
+            } => {
+                out.extend_from_slice(MAGIC);
+                out.push(*version);
+                out.extend_from_slice(&max_message.to_be_bytes());
+                out.extend_from_slice(clip_name(name).as_bytes());
+                kind::HELLO
+            }
+            Frame::Welcome {
+                session_id,
+                max_message,
+                name,
+            } => {
+                out.extend_from_slice(&session_id.to_be_bytes());
+                out.extend_from_slice(&max_message.to_be_bytes());
+                out.extend_from_slice(clip_name(name).as_bytes());
+                kind::WELCOME
+            }
+            Frame::Waiting { position } => {
+                out.extend_from_slice(&position.to_be_bytes());
+                kind::WAITING
+            }
+            Frame::Message(bytes) => {
+                out.extend_from_slice(bytes);
+                kind::MESSAGE
+            }
+            Frame::Ack => kind::ACK,
+            Frame::End => kind::END,
+            Frame::Full => kind::FULL,
+            Frame::Shutdown => kind::SHUTDOWN,
+            Frame::Error(reason) => {
+                out.extend_from_slice(clip(reason, MAX_CONTROL_PAYLOAD).as_bytes());
+                kind::ERROR
+            }
+            Frame::Kicked(reason) => {
+                out.extend_from_slice(clip(reason, MAX_CONTROL_PAYLOAD).as_bytes());
+                kind::KICKED
+            }
+        };
+        // Payload lengths are bounded by the limits (and a Vec never exceeds isize::MAX), so
+        // the cast only saturates for messages no peer would accept anyway.
+        let len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+        out[start] = kind;
+        out[start + 1..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The whole frame as bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn clip_name(name: &str) -> &str {
+    clip(name, MAX_NAME)
+}
+
+/// Why a sequence of bytes is not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The type byte names no frame.
+    UnknownType(u8),
+    /// The payload length is over the limit for this type of frame.
+    TooLong {
+        /// The frame's name.
+        frame: &'static str,
+        /// The length the header announced.
+        len: u32,
+        /// The most this side accepts.
+        max: usize,
+    },
+    /// The payload does not have the layout its type requires.
+    BadPayload {
+        /// The frame's name.
+        frame: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The connection closed in the middle of a frame.
+    Truncated,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::UnknownType(t) => write!(f, "unknown frame type 0x{t:02x}"),
+            ProtocolError::TooLong { frame, len, max } => {
+                write!(f, "{frame} frame of {len} bytes is over the limit of {max} bytes")
+            }
+            ProtocolError::BadPayload { frame, why } => write!(f, "malformed {frame} frame: {why}"),
+            ProtocolError::Truncated => write!(f, "the connection closed in the middle of a frame"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Decodes the first frame in `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only the start of a frame, and `Ok(Some((frame, used)))`
+/// with the number of bytes the frame took. The announced length is checked against the limit for
+/// its type (`max_message` for MESSAGE) before the payload is looked at, so a hostile length is
+/// refused without waiting for, or allocating, its bytes.
+pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, ProtocolError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let (name, max) = match kind {
+        kind::HELLO => ("HELLO", MAX_CONTROL_PAYLOAD),
+        kind::WELCOME => ("WELCOME", MAX_CONTROL_PAYLOAD),
+        kind::WAITING => ("WAITING", 4),
+        kind::MESSAGE => ("MESSAGE", max_message),
+        kind::ACK => ("ACK", 0),
+        kind::END => ("END", 0),
+        kind::FULL => ("FULL", 0),
+        kind::SHUTDOWN => ("SHUTDOWN", 0),
+        kind::ERROR => ("ERROR", MAX_CONTROL_PAYLOAD),
+        kind::KICKED => ("KICKED", MAX_CONTROL_PAYLOAD),
+        other => return Err(ProtocolError::UnknownType(other)),
+    };
+    let Some(len_bytes) = buf.get(1..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    if len as usize > max {
+        return Err(ProtocolError::TooLong {
+            frame: name,
+            len,
+            max,
+        });
+    }
+    let total = HEADER_LEN + len as usize;
+    let Some(payload) = buf.get(HEADER_LEN..total) else {
+        return Ok(None);
+    };
+    let bad = |why| ProtocolError::BadPayload { frame: name, why };
+    let frame = match kind {
+        kind::HELLO => {
+            if payload.len() < 9 {
+                return Err(bad("shorter than magic, version and limit"));
+            }
+            if &payload[..4] != MAGIC {
+                return Err(bad("wrong magic (this is not a client_server_chat client)"));
+            }
+            let name = text(&payload[9..], name, MAX_NAME)?;
+            Frame::Hello {
+                version: payload[4],
+                max_message: be_u32(&payload[5..9]),
+                name,
+            }
+        }
+        kind::WELCOME => {
+            if payload.len() < 8 {
+                return Err(bad("shorter than session id and limit"));
+            }
+            Frame::Welcome {
+                session_id: be_u32(&payload[..4]),
+                max_message: be_u32(&payload[4..8]),
+                name: text(&payload[8..], name, MAX_NAME)?,
+            }
+        }
+        kind::WAITING => {
+            if payload.len() != 4 {
+                return Err(bad("position must be 4 bytes"));
+            }
+            Frame::Waiting {
+                position: be_u32(payload),
+            }
+        }
+        kind::MESSAGE => Frame::Message(payload.to_vec()),
+        kind::ACK => Frame::Ack,
+        kind::END => Frame::End,
+        kind::FULL => Frame::Full,
+        kind::SHUTDOWN => Frame::Shutdown,
+        kind::ERROR => Frame::Error(text(payload, name, MAX_CONTROL_PAYLOAD)?),
+        _ => Frame::Kicked(text(payload, name, MAX_CONTROL_PAYLOAD)?),
+    };
+    Ok(Some((frame, total)))
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn text(bytes: &[u8], frame: &'static str, max: usize) -> Result<String, ProtocolError> {
+    if bytes.len() > max {
+        return Err(ProtocolError::BadPayload {
+            frame,
+            why: "text field too long",
+        });
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| ProtocolError::BadPayload {
+        frame,
+        why: "text field is not UTF-8",
+    })
+}
+
+/// What went wrong while reading a frame.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the connection cleanly, between frames.
+    Closed,
+    /// The bytes received are not a valid frame.
+    Protocol(ProtocolError),
+    /// The underlying reader failed (including a read timeout).
+    Io(io::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Closed => write!(f, "the connection was closed"),
+            ReadError::Protocol(e) => e.fmt(f),
+            ReadError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Buffers bytes from a reader and hands them out as frames.
+///
+/// One `read` call usually brings a whole frame (often more than one: an ACK and the reply that
+/// follows it), so the buffer saves system calls as well as handling frames split across reads.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    max_message: usize,
+}
+
+impl FrameReader {
+    /// A reader that accepts MESSAGE payloads of at most `max_message` bytes.
+    pub fn new(max_message: usize) -> FrameReader {
+        FrameReader {
+            buf: Vec::with_capacity(4096),
+            start: 0,
+            max_message,
+        }
+    }
+
+    /// True when part of a frame (or a whole one) has been read but not yet returned.
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    /// Returns the next frame already in the buffer, if there is a whole one.
+    pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        match decode(&self.buf[self.start..], self.max_message)? {
+            Some((frame, used)) => {
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reads once from `source` into the buffer; returns how many bytes came (0 at end of stream).
+    ///
+    /// The buffer grows only as far as the frame being read needs: at most a header plus the
+    /// payload limit, since [`decode`] refuses longer lengths first.
+    pub fn fill(&mut self, source: &mut impl Read) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // Read at least what completes the current frame, and a little more when it is small,
+        // since a frame is often followed by the next one.
+        let want = self
+            .bytes_wanted()
+            .clamp(4096, HEADER_LEN + self.max_message.max(4096));
+        let old = self.buf.len();
+        self.buf.resize(old + want, 0);
+        let result = source.read(&mut self.buf[old..]);
+        let got = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(old + got);
+        result
+    }
+
+    /// How many more bytes complete the frame at the front of the buffer (the rest of the header
+    /// when that is not complete yet).
+    fn bytes_wanted(&self) -> usize {
+        let pending = &self.buf[self.start..];
+        match pending.get(1..HEADER_LEN) {
+            Some(l) => {
+                let len = be_u32(l) as usize;
+                (HEADER_LEN + len).saturating_sub(pending.len())
+            }
+            None => HEADER_LEN - pending.len(),
+        }
+    }
+
+    /// Reads until a whole frame is available and returns it.
+    pub fn read_frame(&mut self, source: &mut impl Read) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.next_buffered().map_err(ReadError::Protocol)? {
+                return Ok(frame);
+            }
+            match self.fill(source) {
+                Ok(0) if self.has_buffered() => {
+                    return Err(ReadError::Protocol(ProtocolError::Truncated));
+                }
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                version: VERSION,
+                max_message: 65536,
+                name: "alice".into(),
+            },
+            Frame::Welcome {
+                session_id: 7,
+                max_message: 1024,
+                name: "hub".into(),
+            },
+            Frame::Waiting { position: 3 },
+            Frame::Message(b"a\0b\xff\nc".to_vec()),
+            Frame::Message(Vec::new()),
+            Frame::Ack,
+            Frame::End,
+            Frame::Full,
+            Frame::Shutdown,
+            Frame::Error("bad".into()),
+            Frame::Kicked("bye".into()),
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_whole_and_byte_by_byte() {
+        let mut wire = Vec::new();
+        for f in all_frames() {
+            f.encode_into(&mut wire);
+        }
+        let mut rest = &wire[..];
+        for f in all_frames() {
+            let (got, used) = decode(rest, 100).unwrap().unwrap();
+            assert_eq!(got, f);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+
+        // One byte per read: every split point must be handled.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(1).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut source = Trickle(&wire);
+        let mut reader = FrameReader::new(100);
+        for f in all_frames() {
+            assert_eq!(reader.read_frame(&mut source).unwrap(), f);
+        }
+        assert!(matches!(reader.read_frame(&mut source), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_from_the_header_alone() {
+        let header = [kind::MESSAGE, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            decode(&header, 1000),
+            Err(ProtocolError::TooLong {
+                frame: "MESSAGE",
+                len: u32::MAX,
+                max: 1000
+            })
+        );
+        assert!(matches!(
+            decode(&[kind::ACK, 0, 0, 0, 1, 0], 10),
+            Err(ProtocolError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_type_and_truncation_are_errors() {
+        assert_eq!(decode(b"hello", 10), Err(ProtocolError::UnknownType(b'h')));
+        let wire = Frame::Message(b"abcdef".to_vec()).encode();
+        let mut cut = &wire[..wire.len() - 2];
+        let mut reader = FrameReader::new(100);
+        assert!(matches!(
+            reader.read_frame(&mut cut),
+            Err(ReadError::Protocol(ProtocolError::Truncated))
+        ));
+    }
+
+    #[test]
+    fn hello_needs_the_magic() {
+        let mut wire = Frame::Hello {
+            version: 1,
+            max_message: 5,
+            name: String::new(),
+        }
+        .encode();
+        wire[HEADER_LEN] = b'X';
+        assert!(matches!(
+            decode(&wire, 10),
+            Err(ProtocolError::BadPayload { frame: "HELLO", .. })
+        ));
+    }
+
+    #[test]
+    fn long_names_are_clipped_on_a_character_boundary() {
+        let name = "é".repeat(40); // 80 bytes
+        let wire = Frame::Hello {
+            version: 1,
+            max_message: 5,
+            name,
+        }
+        .encode();
+        let (frame, _) = decode(&wire, 10).unwrap().unwrap();
+        let Frame::Hello { name, .. } = frame else {
+            panic!("not a hello")
+        };
+        assert_eq!(name, "é".repeat(32));
+    }
+}
