@@ -1,0 +1,626 @@
+//! One chat connection's state machine: handshake, alternating turns, immediate acks, the end.
+//!
+//! A [`Session`] drives a `TcpStream` with blocking I/O. Outgoing messages come from a
+//! [`Speaker`] (the terminal, the operator console, the echo responder); everything that happens
+//! is reported as an [`Event`] to the caller, and the way the chat ended is returned as an
+//! [`Ending`]. Nothing here prints. Other threads end a session through its [`Stopper`].
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::protocol::{Frame, FrameReader, ReadError, VERSION};
+
+/// How often a side that waits for its [`Speaker`] checks whether the peer left or a stop came.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a closing side keeps reading after its last frame, so the peer's last bytes do not
+/// turn the close into a reset that could destroy that frame before the peer reads it.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Whose turn it is to send a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// This side sends next.
+    Mine,
+    /// The peer sends next.
+    Peer,
+}
+
+/// What a [`Speaker`] has to say when asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Speech {
+    /// Send these bytes as a message.
+    Message(Vec<u8>),
+    /// End the chat.
+    End,
+    /// Nothing yet; ask again.
+    Pending,
+}
+
+/// The source of this side's messages.
+pub trait Speaker {
+    /// Waits at most `wait` for the next thing to say on this side's turn.
+    fn next(&mut self, wait: Duration) -> Speech;
+
+    /// Called with each message received, after its ACK has gone out.
+    fn heard(&mut self, _message: &[u8]) {}
+}
+
+/// Answers every message with the same bytes, as `server --echo` does.
+#[derive(Debug, Default)]
+pub struct EchoSpeaker {
+    last: Option<Vec<u8>>,
+}
+
+impl Speaker for EchoSpeaker {
+    fn next(&mut self, wait: Duration) -> Speech {
+        match self.last.take() {
+            Some(message) => Speech::Message(message),
+            // Echo never speaks first; a client that waits here is polled until it leaves.
+            None => {
+                std::thread::sleep(wait);
+                Speech::Pending
+            }
+        }
+    }
+
+    fn heard(&mut self, message: &[u8]) {
+        self.last = Some(message.to_vec());
+    }
+}
+
+/// Something that happened in a session, for the front-end to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// This side's turn began: the speaker is about to be asked.
+    MyTurn,
+    /// The peer acknowledged the last message; `rtt` runs from its write to the ACK's arrival.
+    Acked {
+        /// Round-trip time of the message and its ACK.
+        rtt: Duration,
+    },
+    /// A message arrived (its ACK has already been sent).
+    Received(&'a [u8]),
+    /// The speaker's message is longer than the peer accepts; it was not sent.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The peer's limit.
+        max: usize,
+    },
+}
+
+/// Why another thread ends a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server goes offline: the peer is sent SHUTDOWN.
+    Shutdown,
+    /// The operator removes the client: it is sent KICKED with this reason.
+    Kick(String),
+    /// The local user interrupted (Ctrl-C): the peer is sent END.
+    Interrupt,
+}
+
+/// Lets other threads end a session that may be blocked in a read.
+#[derive(Debug)]
+pub struct Stopper {
+    reason: Mutex<Option<StopReason>>,
+    stream: TcpStream,
+}
+
+impl Stopper {
+    /// A stopper for the session that will run over `stream`.
+    pub fn new(stream: &TcpStream) -> io::Result<Arc<Stopper>> {
+        Ok(Arc::new(Stopper {
+            reason: Mutex::new(None),
+            stream: stream.try_clone()?,
+        }))
+    }
+
+    /// Asks the session to end; the first reason given wins.
+    ///
+    /// Shutting the read half makes a blocked `read` return at once, while the write half stays
+    /// open for the session's last frame.
+    pub fn stop(&self, reason: StopReason) {
+        self.reason.lock().get_or_insert(reason);
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    /// Closes both halves at once: for a session that does not finish on its own in time.
+    pub fn force_close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// The reason given to [`Stopper::stop`], if any.
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().clone()
+    }
+}
+
+/// How a session ended. Each variant's `Display` is a sentence for the user.
+#[derive(Debug)]
+pub enum Ending {
+    /// This side ended the chat (`end`, end of input).
+    EndedByMe,
+    /// The peer sent END.
+    PeerEnded,
+    /// The connection closed without an END.
+    PeerVanished,
+    /// Another thread stopped the session; the peer was told.
+    Stopped(StopReason),
+    /// The server said it is shutting down.
+    ServerShutdown,
+    /// The server's operator removed this client.
+    Kicked(String),
+    /// Every worker busy and the waiting line full.
+    ServerFull,
+    /// The peer reported a protocol error and closed.
+    PeerError(String),
+    /// The peer broke the protocol; it was sent an ERROR with this reason.
+    Violation(String),
+    /// The peer took too long; it was sent an ERROR saying so.
+    TimedOut(String),
+    /// The connection failed.
+    Io(io::Error),
+}
+
+impl Ending {
+    /// True when the chat ended the way a chat should: by one side's choice, told to the other.
+    pub fn is_orderly(&self) -> bool {
+        matches!(
+            self,
+            Ending::EndedByMe
+                | Ending::PeerEnded
+                | Ending::Stopped(_)
+                | Ending::ServerShutdown
+                | Ending::Kicked(_)
+        )
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::EndedByMe => write!(f, "The chat has ended."),
+            Ending::PeerEnded => write!(f, "The other side left the chat."),
+            Ending::PeerVanished => write!(f, "The other side left the chat (connection closed)."),
+            Ending::Stopped(StopReason::Shutdown) => write!(f, "Closed: the server is shutting down."),
+            Ending::Stopped(StopReason::Kick(reason)) => write!(f, "Kicked: {reason}"),
+            Ending::Stopped(StopReason::Interrupt) => write!(f, "Interrupted: the chat has ended."),
+            Ending::ServerShutdown => write!(f, "The server is shutting down. The chat has ended."),
+            Ending::Kicked(reason) => write!(f, "The server removed you from the chat: {reason}"),
+            Ending::ServerFull => write!(f, "The server is full; try again later."),
+            Ending::PeerError(reason) => write!(f, "The other side reported an error: {reason}"),
+            Ending::Violation(reason) => write!(f, "Protocol error: {reason}"),
+            Ending::TimedOut(reason) => write!(f, "Timed out: {reason}"),
+            Ending::Io(e) => write!(f, "Connection error: {e}"),
+        }
+    }
+}
+
+/// Time limits on the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Bound on the handshake and on any frame once its first byte has arrived.
+    pub handshake: Duration,
+    /// Bound on the peer's turn (and on waiting for an ACK); `None` waits forever.
+    pub idle: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            idle: None,
+        }
+    }
+}
+
+/// The client's HELLO, once the server has read and accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's name (may be empty).
+    pub name: String,
+    /// Largest message the client accepts.
+    pub max_message: usize,
+}
+
+/// The server's WELCOME, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The server's number for this session.
+    pub session_id: u32,
+    /// The server's name (may be empty).
+    pub server_name: String,
+    /// Largest message the server accepts.
+    pub max_message: usize,
+}
+
+/// One chat connection, from handshake to end.
+#[derive(Debug)]
+pub struct Session {
+    stream: TcpStream,
+    reader: FrameReader,
+    out: Vec<u8>,
+    timeouts: Timeouts,
+    /// The read timeout the socket has now, so it is only changed when it must be.
+    read_timeout: Option<Option<Duration>>,
+    max_message: usize,
+    peer_max: usize,
+    /// True once this is known to be the server's end, which may not receive server notices.
+    is_server: bool,
+    stopper: Arc<Stopper>,
+}
+
+impl Session {
+    /// Wraps a connected stream; `max_message` is the largest message this side accepts.
+    ///
+    /// Sets `TCP_NODELAY`: each frame goes out in one write, so there is nothing for Nagle's
+    /// algorithm to coalesce, only a delayed-ACK stall to suffer.
+    pub fn new(
+        stream: TcpStream,
+        max_message: usize,
+        timeouts: Timeouts,
+        stopper: Arc<Stopper>,
+    ) -> io::Result<Session> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timeouts.handshake))?;
+        Ok(Session {
+            stream,
+            reader: FrameReader::new(max_message),
+            out: Vec::with_capacity(4096),
+            timeouts,
+            read_timeout: None,
+            max_message,
+            peer_max: max_message,
+            is_server: false,
+            stopper,
+        })
+    }
+
+    /// The peer's address, if the socket still knows it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// Client side: says HELLO, then waits (reporting each place in line to `on_wait`) until the
+    /// server welcomes it or turns it away.
+    pub fn client_handshake(
+        &mut self,
+        name: &str,
+        on_wait: &mut dyn FnMut(u32),
+    ) -> Result<Welcome, Ending> {
+        let hello = Frame::Hello {
+            version: VERSION,
+            max_message: u32::try_from(self.max_message).unwrap_or(u32::MAX),
+            name: name.to_string(),
+        };
+        self.send(&hello).map_err(|e| self.fail(e))?;
+        loop {
+            // Waiting in line may take any time; only a stalled frame is cut off.
+            match self.recv(None).map_err(|e| self.fail(e))? {
+                Frame::Waiting { position } => on_wait(position),
+                Frame::Welcome {
+                    session_id,
+                    max_message,
+                    name,
+                } => {
+                    self.peer_max = max_message as usize;
+                    return Ok(Welcome {
+                        session_id,
+                        server_name: name,
+                        max_message: max_message as usize,
+                    });
+                }
+                other => return Err(self.fail(self.terminal_or_unexpected(other))),
+            }
+        }
+    }
+
+    /// Server side: reads the client's HELLO within the handshake timeout, checks its version and
+    /// answers WELCOME with this session's number.
+    pub fn server_handshake(&mut self, session_id: u32, server_name: &str) -> Result<Hello, Ending> {
+        self.is_server = true;
+        let limit = self.timeouts.handshake;
+        let frame = self.recv(Some(limit)).map_err(|e| match e {
+            Fault::Idle => Fault::Timeout(format!(
+                "no handshake within {} s",
+                limit.as_secs_f64()
+            )),
+            other => other,
+        });
+        let hello = match frame.map_err(|e| self.fail(e))? {
+            Frame::Hello {
+                version,
+                max_message,
+                name,
+            } => {
+                if version != VERSION {
+                    return Err(self.fail(Fault::Violation(format!(
+                        "unsupported protocol version {version} (this server speaks {VERSION})"
+                    ))));
+                }
+                Hello {
+                    name,
+                    max_message: max_message as usize,
+                }
+            }
+            other => {
+                return Err(self.fail(Fault::Violation(format!(
+                    "expected HELLO, got {}",
+                    other.name()
+                ))));
+            }
+        };
+        self.peer_max = hello.max_message;
+        let welcome = Frame::Welcome {
+            session_id,
+            max_message: u32::try_from(self.max_message).unwrap_or(u32::MAX),
+            name: server_name.to_string(),
+        };
+        self.send(&welcome).map_err(|e| self.fail(e))?;
+        Ok(hello)
+    }
+
+    /// Runs the chat from the given turn until it ends, and says how it ended.
+    ///
+    /// The peer's messages are acknowledged before `events` hears of them, so the time a
+    /// front-end takes to print never counts in the peer's round trip.
+    pub fn run(
+        &mut self,
+        first: Turn,
+        speaker: &mut dyn Speaker,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Ending {
+        let mut turn = first;
+        loop {
+            let next = match turn {
+                Turn::Mine => self.my_turn(speaker, events),
+                Turn::Peer => self.peer_turn(speaker, events),
+            };
+            match next {
+                Ok(t) => turn = t,
+                Err(fault) => return self.fail(fault),
+            }
+        }
+    }
+
+    fn my_turn(
+        &mut self,
+        speaker: &mut dyn Speaker,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Turn, Fault> {
+        events(Event::MyTurn);
+        loop {
+            if let Some(reason) = self.stopper.reason() {
+                return Err(Fault::Stop(reason));
+            }
+            match speaker.next(POLL_INTERVAL) {
+                Speech::Message(message) if message.len() > self.peer_max => {
+                    events(Event::TooLong {
+                        len: message.len(),
+                        max: self.peer_max,
+                    });
+                }
+                Speech::Message(message) => {
+                    self.send(&Frame::Message(message))?;
+                    let sent_at = Instant::now();
+                    match self.recv(self.timeouts.idle)? {
+                        Frame::Ack => {
+                            events(Event::Acked {
+                                rtt: sent_at.elapsed(),
+                            });
+                            return Ok(Turn::Peer);
+                        }
+                        other => return Err(self.terminal_or_unexpected(other)),
+                    }
+                }
+                Speech::End => {
+                    self.send(&Frame::End)?;
+                    return Err(Fault::Done(Ending::EndedByMe));
+                }
+                Speech::Pending => self.check_peer()?,
+            }
+        }
+    }
+
+    fn peer_turn(
+        &mut self,
+        speaker: &mut dyn Speaker,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Turn, Fault> {
+        let frame = self.recv(self.timeouts.idle).map_err(|fault| match fault {
+            Fault::Idle => Fault::Timeout(format!(
+                "no message within {} s on your turn",
+                self.timeouts.idle.unwrap_or_default().as_secs_f64()
+            )),
+            other => other,
+        })?;
+        match frame {
+            Frame::Message(message) => {
+                self.send(&Frame::Ack)?;
+                events(Event::Received(&message));
+                speaker.heard(&message);
+                Ok(Turn::Mine)
+            }
+            other => Err(self.terminal_or_unexpected(other)),
+        }
+    }
+
+    /// On this side's turn, sees without blocking whether the peer has closed or sent something
+    /// (which can only be a goodbye or a protocol error), so a departure is noticed at once.
+    fn check_peer(&mut self) -> Result<(), Fault> {
+        if !self.reader.has_buffered() {
+            self.stream.set_nonblocking(true).map_err(Fault::Io)?;
+            let result = self.reader.fill(&mut self.stream);
+            self.stream.set_nonblocking(false).map_err(Fault::Io)?;
+            match result {
+                Ok(0) => return Err(self.closed(false)),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(self.io_fault(e)),
+            }
+        }
+        let frame = self.recv(None)?;
+        Err(self.terminal_or_unexpected(frame))
+    }
+
+    /// Reads the next frame. `idle` bounds the wait for its first byte; once a frame has begun,
+    /// the handshake timeout bounds the rest, so a peer cannot hold a worker with half a frame.
+    fn recv(&mut self, idle: Option<Duration>) -> Result<Frame, Fault> {
+        loop {
+            match self.reader.next_buffered() {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(Fault::Violation(e.to_string())),
+            }
+            let partial = self.reader.has_buffered();
+            let limit = if partial {
+                Some(self.timeouts.handshake)
+            } else {
+                idle
+            };
+            if self.read_timeout != Some(limit) {
+                self.stream.set_read_timeout(limit).map_err(Fault::Io)?;
+                self.read_timeout = Some(limit);
+            }
+            match self.reader.fill(&mut self.stream) {
+                Ok(0) => return Err(self.closed(partial)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(match self.stopper.reason() {
+                        Some(reason) => Fault::Stop(reason),
+                        None if partial => Fault::Timeout(format!(
+                            "a frame stalled for more than {} s",
+                            self.timeouts.handshake.as_secs_f64()
+                        )),
+                        None => Fault::Idle,
+                    });
+                }
+                Err(e) => return Err(self.io_fault(e)),
+            }
+        }
+    }
+
+    /// The fault for a connection that reached end of stream.
+    fn closed(&self, mid_frame: bool) -> Fault {
+        match self.stopper.reason() {
+            Some(reason) => Fault::Stop(reason),
+            None if mid_frame => Fault::Violation(ReadError::Protocol(
+                crate::protocol::ProtocolError::Truncated,
+            )
+            .to_string()),
+            None => Fault::Done(Ending::PeerVanished),
+        }
+    }
+
+    /// An I/O error is the stop's doing when a stop was asked for.
+    fn io_fault(&self, e: io::Error) -> Fault {
+        match self.stopper.reason() {
+            Some(reason) => Fault::Stop(reason),
+            None => Fault::Io(e),
+        }
+    }
+
+    /// What a frame that is not the expected one means: a goodbye, or a protocol violation.
+    fn terminal_or_unexpected(&self, frame: Frame) -> Fault {
+        match frame {
+            Frame::End => Fault::Done(Ending::PeerEnded),
+            Frame::Error(reason) => Fault::Done(Ending::PeerError(reason)),
+            Frame::Shutdown if !self.is_server => Fault::Done(Ending::ServerShutdown),
+            Frame::Kicked(reason) if !self.is_server => Fault::Done(Ending::Kicked(reason)),
+            Frame::Full if !self.is_server => Fault::Done(Ending::ServerFull),
+            Frame::Message(_) => Fault::Violation("MESSAGE out of turn".into()),
+            Frame::Ack => Fault::Violation("ACK with no MESSAGE to acknowledge".into()),
+            other => Fault::Violation(format!("unexpected {} frame", other.name())),
+        }
+    }
+
+    /// Writes one frame with a single write.
+    fn send(&mut self, frame: &Frame) -> Result<(), Fault> {
+        self.out.clear();
+        frame.encode_into(&mut self.out);
+        self.stream.write_all(&self.out).map_err(|e| self.io_fault(e))
+    }
+
+    /// Ends the session: tells the peer why where there is something to tell, closes the
+    /// connection, and turns the fault into the [`Ending`] the caller sees.
+    fn fail(&mut self, fault: Fault) -> Ending {
+        let (goodbye, ending) = match fault {
+            Fault::Done(ending) => (None, ending),
+            Fault::Stop(reason) => {
+                let frame = match &reason {
+                    StopReason::Shutdown => Frame::Shutdown,
+                    StopReason::Kick(why) => Frame::Kicked(why.clone()),
+                    StopReason::Interrupt => Frame::End,
+                };
+                (Some(frame), Ending::Stopped(reason))
+            }
+            Fault::Violation(reason) => (Some(Frame::Error(reason.clone())), Ending::Violation(reason)),
+            Fault::Timeout(reason) => (Some(Frame::Error(reason.clone())), Ending::TimedOut(reason)),
+            Fault::Idle => {
+                let reason = "no answer in time".to_string();
+                (Some(Frame::Error(reason.clone())), Ending::TimedOut(reason))
+            }
+            Fault::Io(e) => (None, Ending::Io(e)),
+        };
+        if let Some(frame) = goodbye {
+            // The peer may already be gone; its absence is the ending we report anyway.
+            let _ = self.send(&frame);
+        }
+        self.close();
+        ending
+    }
+
+    /// Sends FIN, then reads briefly until the peer closes too, so that unread bytes do not
+    /// make the kernel answer with a reset that could destroy our last frame in flight.
+    fn close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; 1024];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match io::Read::read(&mut self.stream, &mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Why a turn could not go on; [`Session::fail`] turns it into an [`Ending`].
+#[derive(Debug)]
+enum Fault {
+    /// The chat is over and the peer needs no more frames.
+    Done(Ending),
+    /// Another thread stopped the session.
+    Stop(StopReason),
+    /// The peer broke the protocol.
+    Violation(String),
+    /// The peer was too slow.
+    Timeout(String),
+    /// Nothing arrived within the idle limit (the caller says what was awaited).
+    Idle,
+    /// The socket failed.
+    Io(io::Error),
+}
