@@ -1,5 +1,34 @@
-//! client_server_chat: a turn-by-turn terminal chat over TCP with acknowledged messages.
+//! client_server_chat: a turn-by-turn terminal chat over TCP in which every message is
+//! acknowledged at once and the sender sees its round-trip time.
+//!
+//! The library holds everything; the binary only calls [`cli::main`]. The layers, from the wire
+//! up: [`protocol`] (frames, no I/O of its own), [`session`] (one connection's turns, no
+//! printing), [`pool`] and [`server`] (many sessions on a fixed pool), and the two terminal
+//! front-ends, [`console`] for the server's operator and [`client`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use client_server_chat::server::{Server, ServerConfig, Frontend, ServerEvent};
+//! use client_server_chat::session::{EchoSpeaker, Speaker};
+//!
+//! struct Echo;
+//! impl Frontend for Echo {
+//!     fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> { Box::new(EchoSpeaker::default()) }
+//!     fn event(&self, _event: ServerEvent<'_>) {}
+//! }
+//! let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], ServerConfig::default()).unwrap();
+//! println!("echo server on {}", server.local_addr());
+//! server.serve(Arc::new(Echo)).unwrap();
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod error;
+pub mod pool;
 pub mod protocol;
+pub mod server;
 pub mod session;
+pub mod term;

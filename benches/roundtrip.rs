@@ -1,0 +1,2 @@
+//! Round-trip benchmark (placeholder until the benchmark issue fills it).
+fn main() {}

@@ -1,0 +1,211 @@
+//! The command line: getopts flags turned into a checked configuration, and errors into exit codes.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use getopts::{Matches, Options};
+
+use crate::client::ClientConfig;
+use crate::console::ConsoleConfig;
+use crate::error::Error;
+use crate::protocol::DEFAULT_MAX_MESSAGE;
+use crate::server::ServerConfig;
+use crate::session::Timeouts;
+
+/// Host used when none is given.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Port used when none is given.
+pub const DEFAULT_PORT: u16 = 1234;
+/// The largest `--max-message` accepted: a bound on what one session may buffer.
+pub const MAX_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default idle limit on a client's turn at the server: long enough for any human reply,
+/// short enough that a vanished client does not hold a worker for the rest of the day.
+pub const DEFAULT_SERVER_IDLE_SECS: u64 = 600;
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Run the server.
+    Server(ConsoleConfig),
+    /// Run the client.
+    Client(ClientConfig),
+    /// Print this text to stdout and exit 0 (help, version).
+    Print(String),
+}
+
+/// Runs the program on `args` (without the program name) and returns the exit code.
+///
+/// This is the one place where errors become messages and exit codes.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let result = parse(&args).and_then(|command| match command {
+        Command::Server(config) => crate::console::run(config),
+        Command::Client(config) => crate::client::run(&config),
+        Command::Print(text) => {
+            println!("{text}");
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(Error::Usage(message)) => {
+            eprintln!("error: {message}");
+            eprintln!("{}", usage());
+            2
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options::new();
+    o.optflag("h", "help", "print this help and exit");
+    o.optflag("V", "version", "print the version and exit");
+    o.optopt("n", "name", "name shown to the other side", "NAME");
+    o.optopt(
+        "",
+        "max-message",
+        &format!("largest message accepted, in bytes (default {DEFAULT_MAX_MESSAGE}, at most {MAX_MAX_MESSAGE})"),
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "handshake-timeout",
+        "time a peer has for the handshake and for any frame once begun (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "idle-timeout",
+        &format!("time the peer may take on its turn; 0 = no limit (default: server {DEFAULT_SERVER_IDLE_SECS}, client 0)"),
+        "SECS",
+    );
+    o.optopt("w", "workers", "server: chats served at once (default 4)", "N");
+    o.optopt(
+        "",
+        "backlog",
+        "server: clients that may wait for a worker (default 64); one more is told the server is full",
+        "N",
+    );
+    o.optflag("", "echo", "server: answer every message with itself, without an operator");
+    o
+}
+
+/// The usage text.
+pub fn usage() -> String {
+    options().usage(
+        "Usage: client_server_chat server [HOST] [PORT] [OPTIONS]\n       \
+         client_server_chat client [HOST] [PORT] [OPTIONS]\n\n\
+         HOST defaults to 127.0.0.1 and PORT to 1234. Type a line to send it; `end` or\n\
+         Ctrl-D ends the chat. The server operator answers with TEXT or @N TEXT; /help lists\n\
+         the console commands.",
+    )
+}
+
+/// Turns the arguments into a [`Command`], or a usage error.
+pub fn parse(args: &[OsString]) -> Result<Command, Error> {
+    let matches = options()
+        .parse(args)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if matches.opt_present("help") {
+        return Ok(Command::Print(usage()));
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Print(format!(
+            "client_server_chat {} (protocol version {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::protocol::VERSION
+        )));
+    }
+    let mut free = matches.free.iter();
+    let mode = free
+        .next()
+        .ok_or_else(|| Error::Usage("say `server` or `client`".into()))?;
+    let host = free.next().cloned();
+    let port = free.next().cloned();
+    if let Some(extra) = free.next() {
+        return Err(Error::Usage(format!("unexpected argument '{extra}'")));
+    }
+    let port = match &port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| Error::Usage(format!("invalid port '{p}': give a number from 0 to 65535")))?,
+        None => DEFAULT_PORT,
+    };
+    let server = mode == "server";
+    if !server && mode != "client" {
+        return Err(Error::Usage(format!(
+            "unknown mode '{mode}': say `server` or `client`"
+        )));
+    }
+    if !server {
+        for flag in ["workers", "backlog", "echo"] {
+            if matches.opt_present(flag) {
+                return Err(Error::Usage(format!("--{flag} is a server option")));
+            }
+        }
+    }
+    match (&host, matches.free.len()) {
+        (None, _) => eprintln!(
+            "Arguments missing: using default host {DEFAULT_HOST} and port {DEFAULT_PORT}"
+        ),
+        (Some(_), 2) => eprintln!("Arguments missing: using default port {DEFAULT_PORT}"),
+        _ => {}
+    }
+    let host = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let name = matches.opt_str("name").unwrap_or_default();
+    let max_message = number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
+        .map_or(DEFAULT_MAX_MESSAGE, |n| n as usize);
+    let handshake = number(&matches, "handshake-timeout", 1, 86_400)?.unwrap_or(10);
+    let idle_default = if server { DEFAULT_SERVER_IDLE_SECS } else { 0 };
+    let idle = number(&matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(handshake),
+        idle: (idle > 0).then(|| Duration::from_secs(idle)),
+    };
+    if !server {
+        return Ok(Command::Client(ClientConfig {
+            host,
+            port,
+            name,
+            max_message,
+            timeouts,
+        }));
+    }
+    let workers = number(&matches, "workers", 1, 1024)?.unwrap_or(4) as usize;
+    let backlog = number(&matches, "backlog", 0, 100_000)?.unwrap_or(64) as usize;
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Resolve {
+            target: format!("{host}:{port}"),
+            source,
+        })?
+        .collect();
+    Ok(Command::Server(ConsoleConfig {
+        addrs,
+        echo: matches.opt_present("echo"),
+        server: ServerConfig {
+            workers,
+            backlog,
+            max_message,
+            name,
+            timeouts,
+        },
+    }))
+}
+
+/// Reads option `name` as a whole number in `min..=max`, if it is given.
+fn number(matches: &Matches, name: &str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+    let Some(text) = matches.opt_str(name) else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(Error::Usage(format!(
+            "invalid value '{text}' for --{name}: give a whole number from {min} to {max}"
+        ))),
+    }
+}

@@ -1,0 +1,447 @@
+//! The server's terminal front-end: the operator's view of every session and the routing of the
+//! operator's replies (or the echo responder, with `--echo`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, BufRead};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::error::Error;
+use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
+use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
+use crate::term::{Terminal, sanitize};
+
+/// What `server` needs besides the server's own settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Where to listen (the first address that binds is used).
+    pub addrs: Vec<SocketAddr>,
+    /// Answer every message with itself instead of asking the operator.
+    pub echo: bool,
+    /// The server's settings.
+    pub server: ServerConfig,
+}
+
+/// Runs the server with the operator console until Ctrl-C, `/quit` or the end of stdin.
+pub fn run(config: ConsoleConfig) -> Result<(), Error> {
+    let server = Server::bind(&config.addrs, config.server.clone())?;
+    let handle = server.handle();
+    let console = Arc::new(Console::new(Terminal::stdout(), handle.clone(), config.echo));
+    let on_signal = handle.clone();
+    ctrlc::set_handler(move || on_signal.shutdown())
+        .map_err(|e| Error::Io(io::Error::other(e)))?;
+    console.out.line(&format!(
+        "The server is waiting for clients to connect on {} ({} workers{}).",
+        server.local_addr(),
+        config.server.workers,
+        if config.echo { ", echo" } else { "" }
+    ));
+    if !config.echo {
+        let console = Arc::clone(&console);
+        // This thread may stay blocked on stdin after shutdown; the process exits without it.
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || console.read_commands(io::stdin().lock()))?;
+    }
+    server.serve(Arc::new(Arc::clone(&console)))?;
+    console.out.clear_prompt();
+    console.out.line("The server has shut down.");
+    Ok(())
+}
+
+/// The operator's side of every session.
+#[derive(Debug)]
+pub struct Console {
+    out: Terminal,
+    server: ServerHandle,
+    echo: bool,
+    routes: Mutex<Routes>,
+}
+
+/// Who is waiting for the operator, and how to reach each session's speaker.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Sessions waiting for an answer, the longest-waiting first.
+    waiting: VecDeque<u32>,
+    /// Each live session's label (`#N name`) and reply channel.
+    sessions: HashMap<u32, Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    label: String,
+    /// The operator speaker's inbox, while the session has one.
+    replies: Option<Sender<Speech>>,
+}
+
+const HELP: &str = "\
+Commands:
+  TEXT           answer the session named in the prompt (the one waiting longest)
+  @N TEXT        answer session N
+  end, @N end    end that chat
+  //TEXT         send a line that starts with '/'
+  /list          sessions, whose turn it is, and the clients waiting in line
+  /kick N [WHY]  remove session N, telling it why
+  /quit          shut the server down (as Ctrl-C)
+  /help          this list";
+
+impl Console {
+    /// A console printing to `out` for the server behind `server`.
+    pub fn new(out: Terminal, server: ServerHandle, echo: bool) -> Console {
+        Console {
+            out,
+            server,
+            echo,
+            routes: Mutex::new(Routes::default()),
+        }
+    }
+
+    /// Reads operator lines until end of input, which shuts the server down like `/quit`.
+    pub fn read_commands(&self, mut input: impl BufRead) {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if self.server.is_shutting_down() {
+                break;
+            }
+            trim_line_end(&mut line);
+            self.command(&line);
+        }
+        if !self.server.is_shutting_down() {
+            self.out.line("End of input: shutting down.");
+            self.server.shutdown();
+        }
+    }
+
+    /// Carries out one operator line.
+    fn command(&self, line: &[u8]) {
+        if let Some(rest) = line.strip_prefix(b"//") {
+            let mut text = b"/".to_vec();
+            text.extend_from_slice(rest);
+            return self.answer(None, text, line);
+        }
+        if let Some(command) = line.strip_prefix(b"/") {
+            return self.slash_command(&String::from_utf8_lossy(command));
+        }
+        if let Some(rest) = line.strip_prefix(b"@") {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let id = std::str::from_utf8(&rest[..digits])
+                .ok()
+                .and_then(|d| d.parse::<u32>().ok());
+            let text = rest[digits..].strip_prefix(b" ").unwrap_or(&rest[digits..]);
+            return match id {
+                Some(id) => self.answer(Some(id), text.to_vec(), line),
+                None => self.out.line("Error: write @N TEXT, where N is a session number."),
+            };
+        }
+        self.answer(None, line.to_vec(), line)
+    }
+
+    fn slash_command(&self, command: &str) {
+        let mut words = command.splitn(3, ' ');
+        match (words.next().unwrap_or(""), words.next(), words.next()) {
+            ("help", None, None) => self.print_block(HELP),
+            ("list", None, None) => self.print_list(),
+            ("quit", None, None) => {
+                self.out.line("Shutting down.");
+                self.server.shutdown();
+            }
+            ("kick", Some(id), reason) => match id.parse::<u32>() {
+                Ok(id) => {
+                    let reason = reason.unwrap_or("kicked by the operator");
+                    if !self.server.kick(id, reason) {
+                        self.out.line(&format!("Error: there is no session #{id}."));
+                    }
+                }
+                Err(_) => self.out.line("Error: write /kick N [REASON]."),
+            },
+            _ => self.out.line(&format!(
+                "Error: unknown command '/{}'; nothing was sent. /help lists the commands, //TEXT sends '/TEXT'.",
+                sanitize(command.as_bytes())
+            )),
+        }
+    }
+
+    /// Sends the operator's `text` to session `to`, or to the longest-waiting session.
+    fn answer(&self, to: Option<u32>, text: Vec<u8>, typed: &[u8]) {
+        let mut routes = self.routes.lock();
+        let id = match to {
+            Some(id) => id,
+            None => match routes.waiting.front() {
+                Some(&id) => id,
+                None => {
+                    drop(routes);
+                    self.out.input_taken(typed);
+                    return self.out.line("Nobody is waiting for an answer; nothing was sent.");
+                }
+            },
+        };
+        let Some(route) = routes.sessions.get(&id) else {
+            drop(routes);
+            self.out.input_taken(typed);
+            return self.out.line(&format!("Error: there is no session #{id}; nothing was sent."));
+        };
+        if !routes.waiting.contains(&id) {
+            let label = route.label.clone();
+            drop(routes);
+            self.out.input_taken(typed);
+            return self.out.line(&format!(
+                "Error: it is not your turn with {label}; nothing was sent."
+            ));
+        }
+        let speech = if text == b"end" {
+            Speech::End
+        } else {
+            Speech::Message(text)
+        };
+        let delivered = route
+            .replies
+            .as_ref()
+            .is_some_and(|replies| replies.send(speech).is_ok());
+        let label = route.label.clone();
+        routes.waiting.retain(|&w| w != id);
+        let next = self.prompt_text(&routes);
+        drop(routes);
+        self.out.input_taken(typed);
+        if !delivered {
+            self.out.line(&format!("[{label}] Not delivered: the chat has ended."));
+        }
+        match next {
+            Some(prompt) => self.out.prompt(&prompt),
+            None => self.out.clear_prompt(),
+        }
+    }
+
+    fn print_list(&self) {
+        let sessions = self.server.sessions();
+        let waiting = self.server.waiting();
+        let mut text = format!("{} session(s):", sessions.len());
+        for s in &sessions {
+            let name = if s.name.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", sanitize(s.name.as_bytes()))
+            };
+            text.push_str(&format!(
+                "\n  #{}{name} {} turn={} sent={} received={} connected={}",
+                s.id,
+                s.peer,
+                if s.servers_turn { "yours" } else { "theirs" },
+                s.sent,
+                s.received,
+                format_duration(s.connected_for)
+            ));
+        }
+        text.push_str(&format!("\n{} waiting in line:", waiting.len()));
+        for (place, w) in waiting.iter().enumerate() {
+            text.push_str(&format!(
+                "\n  {}. #{} {} waited={}",
+                place + 1,
+                w.id,
+                w.peer,
+                format_duration(w.waited)
+            ));
+        }
+        self.print_block(&text);
+    }
+
+    fn print_block(&self, text: &str) {
+        for line in text.lines() {
+            self.out.line(line);
+        }
+    }
+
+    /// The prompt for the longest-waiting session, if any session waits.
+    fn prompt_text(&self, routes: &Routes) -> Option<String> {
+        let id = routes.waiting.front()?;
+        let label = routes.sessions.get(id).map_or("", |r| r.label.as_str());
+        let others = routes.waiting.len() - 1;
+        Some(if others > 0 {
+            format!("Send to {label} (+{others} waiting): ")
+        } else {
+            format!("Send to {label}: ")
+        })
+    }
+
+    fn refresh_prompt(&self, routes: &Routes) {
+        match self.prompt_text(routes) {
+            Some(prompt) => self.out.prompt(&prompt),
+            None => self.out.clear_prompt(),
+        }
+    }
+
+    fn label(&self, id: u32) -> String {
+        self.routes
+            .lock()
+            .sessions
+            .get(&id)
+            .map_or_else(|| format!("#{id}"), |r| r.label.clone())
+    }
+
+    /// The session's speaker, built when its chat starts.
+    fn operator_speaker(self: &Arc<Self>, id: u32) -> OperatorSpeaker {
+        let (replies, inbox) = crossbeam_channel::bounded(1);
+        if let Some(route) = self.routes.lock().sessions.get_mut(&id) {
+            route.replies = Some(replies);
+        }
+        OperatorSpeaker {
+            id,
+            console: Arc::clone(self),
+            inbox,
+            asked: false,
+        }
+    }
+}
+
+/// A session's speaker when the operator answers: it joins the console's queue on its turn and
+/// takes what the operator sends it.
+#[derive(Debug)]
+struct OperatorSpeaker {
+    id: u32,
+    console: Arc<Console>,
+    inbox: Receiver<Speech>,
+    asked: bool,
+}
+
+impl Speaker for OperatorSpeaker {
+    fn next(&mut self, wait: Duration) -> Speech {
+        if !self.asked {
+            self.asked = true;
+            let mut routes = self.console.routes.lock();
+            routes.waiting.push_back(self.id);
+            self.console.refresh_prompt(&routes);
+        }
+        match self.inbox.recv_timeout(wait) {
+            Ok(speech) => {
+                self.asked = false;
+                speech
+            }
+            Err(_) => Speech::Pending,
+        }
+    }
+}
+
+impl Drop for OperatorSpeaker {
+    /// Leaves the queue, and reports any answer that arrived too late to be sent.
+    fn drop(&mut self) {
+        let mut routes = self.console.routes.lock();
+        routes.waiting.retain(|&w| w != self.id);
+        if let Some(route) = routes.sessions.get_mut(&self.id) {
+            route.replies = None;
+        }
+        self.console.refresh_prompt(&routes);
+        drop(routes);
+        if let Ok(Speech::Message(_)) = self.inbox.try_recv() {
+            let label = self.console.label(self.id);
+            self.console
+                .out
+                .line(&format!("[{label}] Not delivered: the chat has ended."));
+        }
+    }
+}
+
+impl Frontend for Arc<Console> {
+    fn speaker(&self, id: u32) -> Box<dyn Speaker + Send> {
+        if self.echo {
+            Box::new(EchoSpeaker::default())
+        } else {
+            Box::new(self.operator_speaker(id))
+        }
+    }
+
+    fn event(&self, event: ServerEvent<'_>) {
+        match event {
+            ServerEvent::Waiting { id, peer, position } => self.out.line(&format!(
+                "[#{id} {peer}] Waiting in line (position {position})."
+            )),
+            ServerEvent::Refused { peer } => {
+                self.out.line(&format!("[{peer}] Refused: the server is full."))
+            }
+            ServerEvent::Connected { id, peer, name } => {
+                let label = if name.is_empty() {
+                    format!("#{id}")
+                } else {
+                    format!("#{id} {}", sanitize(name.as_bytes()))
+                };
+                self.routes.lock().sessions.insert(
+                    id,
+                    Route {
+                        label: label.clone(),
+                        replies: None,
+                    },
+                );
+                self.out.line(&format!("[{label} {peer}] Connected."));
+            }
+            ServerEvent::Session { id, event } => {
+                let label = self.label(id);
+                match event {
+                    Event::MyTurn => {}
+                    Event::Received(text) => self
+                        .out
+                        .line(&format!("[{label}] Received: {}", sanitize(text))),
+                    Event::Acked { rtt } => {
+                        self.out.line(&format!("[{label}] Message Received"));
+                        self.out.line(&format!(
+                            "[{label}] Roundtrip time: {:.6}s",
+                            rtt.as_secs_f64()
+                        ));
+                    }
+                    Event::TooLong { len, max } => self.out.line(&format!(
+                        "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
+                    )),
+                }
+            }
+            ServerEvent::Ended {
+                id,
+                peer,
+                connected,
+                ending,
+            } => {
+                if connected {
+                    let label = self.label(id);
+                    self.routes.lock().sessions.remove(&id);
+                    self.out.line(&format!("[{label}] {}", describe(ending)));
+                } else {
+                    self.out
+                        .line(&format!("[#{id} {peer}] Not connected: {}", describe(ending)));
+                }
+            }
+        }
+    }
+}
+
+/// How an ending reads from the operator's side.
+fn describe(ending: &Ending) -> String {
+    match ending {
+        Ending::EndedByMe => "You ended the chat.".into(),
+        Ending::PeerError(reason) => format!("The client reported an error: {}", sanitize(reason.as_bytes())),
+        other => other.to_string(),
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
+pub fn trim_line_end(line: &mut Vec<u8>) {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+}

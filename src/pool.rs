@@ -1,0 +1,80 @@
+//! A fixed pool of worker threads that take jobs from a crossbeam channel.
+
+use std::io;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+
+/// W threads, each taking one job at a time from a shared channel until the channel is closed
+/// (every sender dropped) and empty.
+///
+/// Shutdown is: stop sending, drop the sender, [`WorkerPool::join`]. Jobs still queued are handed
+/// to workers first, so the job handler decides what a late job means (the server tells the
+/// waiting client that it is shutting down).
+#[derive(Debug)]
+pub struct WorkerPool {
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// Starts `size` workers that run `handle` on each job received from `jobs`.
+    pub fn spawn<J, F>(size: usize, jobs: Receiver<J>, handle: F) -> io::Result<WorkerPool>
+    where
+        J: Send + 'static,
+        F: Fn(J) + Send + Sync + Clone + 'static,
+    {
+        let mut workers = Vec::with_capacity(size);
+        for index in 0..size {
+            let jobs = jobs.clone();
+            let handle = handle.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    for job in jobs.iter() {
+                        handle(job);
+                    }
+                })?;
+            workers.push(worker);
+        }
+        Ok(WorkerPool { workers })
+    }
+
+    /// How many workers the pool has.
+    pub fn size(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Waits for every worker to finish; returns how many of them panicked.
+    pub fn join(self) -> usize {
+        self.workers
+            .into_iter()
+            .map(JoinHandle::join)
+            .filter(Result::is_err)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_job_runs_once_and_join_returns_after_the_channel_closes() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let done = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&done);
+        let pool = WorkerPool::spawn(3, rx, move |n: usize| {
+            counter.fetch_add(n, Ordering::SeqCst);
+        })
+        .unwrap();
+        assert_eq!(pool.size(), 3);
+        for _ in 0..100 {
+            tx.send(1).unwrap();
+        }
+        drop(tx);
+        assert_eq!(pool.join(), 0);
+        assert_eq!(done.load(Ordering::SeqCst), 100);
+    }
+}

@@ -1,0 +1,529 @@
+//! The server: binds, accepts, keeps the waiting line and the registry of live sessions, runs each
+//! session on the worker pool, and shuts everything down on request.
+//!
+//! What the server shows and who answers the clients is the [`Frontend`]'s business: the
+//! operator console, the echo responder, or a benchmark's silent responder.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::error::Error;
+use crate::pool::WorkerPool;
+use crate::protocol::Frame;
+use crate::session::{Ending, Event, Session, Speaker, StopReason, Stopper, Timeouts, Turn};
+
+/// How long shutdown waits for sessions to say goodbye before it closes their sockets outright.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a notice to a waiting client may block the server.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything the server needs besides its address.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads: how many chats run at once.
+    pub workers: usize,
+    /// Accepted connections that may wait for a worker; one more is told the server is full.
+    pub backlog: usize,
+    /// Largest message accepted from a client.
+    pub max_message: usize,
+    /// The name sent to clients in WELCOME.
+    pub name: String,
+    /// Limits on slow clients.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            workers: 4,
+            backlog: 64,
+            max_message: crate::protocol::DEFAULT_MAX_MESSAGE,
+            name: String::new(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// What the server reports to its front-end. Session numbers (`id`) are given at accept time.
+#[derive(Debug)]
+pub enum ServerEvent<'a> {
+    /// Every worker is busy: the client waits in line at `position`.
+    Waiting {
+        /// Session number.
+        id: u32,
+        /// Client address.
+        peer: SocketAddr,
+        /// Place in line, 1 being next.
+        position: u32,
+    },
+    /// The waiting line was full: the client was told so and disconnected.
+    Refused {
+        /// Client address.
+        peer: SocketAddr,
+    },
+    /// A worker took the client and the handshake succeeded.
+    Connected {
+        /// Session number.
+        id: u32,
+        /// Client address.
+        peer: SocketAddr,
+        /// The name the client gave (may be empty).
+        name: &'a str,
+    },
+    /// Something happened in a running chat.
+    Session {
+        /// Session number.
+        id: u32,
+        /// What happened.
+        event: Event<'a>,
+    },
+    /// A chat ended (or its handshake failed, when `connected` is false).
+    Ended {
+        /// Session number.
+        id: u32,
+        /// Client address.
+        peer: SocketAddr,
+        /// Whether the handshake had succeeded.
+        connected: bool,
+        /// How it ended.
+        ending: &'a Ending,
+    },
+}
+
+/// The server's two faces: who answers each client, and who hears what happens.
+pub trait Frontend: Send + Sync + 'static {
+    /// The speaker that will answer session `id`.
+    fn speaker(&self, id: u32) -> Box<dyn Speaker + Send>;
+    /// Called for everything that happens; must not block for long (it runs on the workers).
+    fn event(&self, event: ServerEvent<'_>);
+}
+
+/// A live session as the registry keeps it.
+#[derive(Debug)]
+struct Live {
+    peer: SocketAddr,
+    name: Mutex<String>,
+    since: Instant,
+    stopper: Arc<Stopper>,
+    sent: AtomicU64,
+    received: AtomicU64,
+    my_turn: AtomicBool,
+}
+
+/// A client in the waiting line.
+#[derive(Debug)]
+struct Queued {
+    id: u32,
+    peer: SocketAddr,
+    since: Instant,
+    /// A clone of the stream, for WAITING and SHUTDOWN notices.
+    notices: TcpStream,
+    last_position: u32,
+}
+
+/// A connection on its way to a worker.
+#[derive(Debug)]
+struct Job {
+    id: u32,
+    peer: SocketAddr,
+    stream: TcpStream,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    waiting: VecDeque<Queued>,
+    live: BTreeMap<u32, Arc<Live>>,
+    shutting_down: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: ServerConfig,
+    local_addr: SocketAddr,
+    state: Mutex<State>,
+    next_id: AtomicU32,
+}
+
+/// One live session, as `/list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Session number.
+    pub id: u32,
+    /// The client's name (may be empty).
+    pub name: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// True when it is the server's turn to answer.
+    pub servers_turn: bool,
+    /// Messages sent to the client.
+    pub sent: u64,
+    /// Messages received from the client.
+    pub received: u64,
+    /// Time since the connection was accepted.
+    pub connected_for: Duration,
+}
+
+/// One client in the waiting line, as `/list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingSummary {
+    /// Session number it will have.
+    pub id: u32,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Time since it was accepted.
+    pub waited: Duration,
+}
+
+/// A bound server, ready to [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Controls a running server from other threads: shutdown, the session list, kicks.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds to the first of `addrs` that works.
+    pub fn bind(addrs: &[SocketAddr], config: ServerConfig) -> Result<Server, Error> {
+        let mut last_error = None;
+        for addr in addrs {
+            match TcpListener::bind(addr) {
+                Ok(listener) => {
+                    let local_addr = listener.local_addr().map_err(Error::Io)?;
+                    let shared = Arc::new(Shared {
+                        config,
+                        local_addr,
+                        state: Mutex::new(State::default()),
+                        next_id: AtomicU32::new(1),
+                    });
+                    return Ok(Server { listener, shared });
+                }
+                Err(e) => last_error = Some((*addr, e)),
+            }
+        }
+        Err(match last_error {
+            Some((addr, source)) => Error::Bind { addr, source },
+            None => Error::Usage("no address to listen on".into()),
+        })
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A handle for shutting down and inspecting the server from other threads.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Accepts and serves clients until [`ServerHandle::shutdown`]; returns once every worker
+    /// has finished.
+    pub fn serve(self, frontend: Arc<dyn Frontend>) -> Result<(), Error> {
+        let config = &self.shared.config;
+        let (jobs, queue) = crossbeam_channel::bounded(config.workers + config.backlog);
+        let shared = Arc::clone(&self.shared);
+        let worker_frontend = Arc::clone(&frontend);
+        let pool = WorkerPool::spawn(config.workers, queue, move |job| {
+            run_job(&shared, worker_frontend.as_ref(), job)
+        })
+        .map_err(Error::Io)?;
+        self.accept_loop(&jobs, frontend.as_ref());
+        drop(jobs);
+        self.finish_sessions();
+        pool.join();
+        Ok(())
+    }
+
+    fn accept_loop(&self, jobs: &Sender<Job>, frontend: &dyn Frontend) {
+        for conn in self.listener.incoming() {
+            let stream = match conn {
+                Ok(stream) => stream,
+                // A connection that failed before we took it (reset, aborted) harms no one else;
+                // running out of descriptors deserves a pause rather than a busy loop.
+                Err(_) => {
+                    if self.shared.state.lock().shutting_down {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if !self.admit(stream, jobs, frontend) {
+                return;
+            }
+        }
+    }
+
+    /// Queues one accepted connection, or turns it away; false once the server is shutting down.
+    fn admit(&self, stream: TcpStream, jobs: &Sender<Job>, frontend: &dyn Frontend) -> bool {
+        let Ok(peer) = stream.peer_addr() else {
+            return true;
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(NOTICE_TIMEOUT));
+        let mut state = self.shared.state.lock();
+        if state.shutting_down {
+            turn_away(stream, &Frame::Shutdown);
+            return false;
+        }
+        let config = &self.shared.config;
+        let occupied = state.live.len() + state.waiting.len();
+        let Ok(notices) = stream.try_clone() else {
+            return true;
+        };
+        if occupied >= config.workers + config.backlog {
+            drop(state);
+            turn_away(stream, &Frame::Full);
+            frontend.event(ServerEvent::Refused { peer });
+            return true;
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        match jobs.try_send(Job { id, peer, stream }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                drop(state);
+                turn_away(job.stream, &Frame::Full);
+                frontend.event(ServerEvent::Refused { peer });
+                return true;
+            }
+        }
+        state.waiting.push_back(Queued {
+            id,
+            peer,
+            since: Instant::now(),
+            notices,
+            last_position: 0,
+        });
+        let position = update_positions(&mut state, config.workers);
+        drop(state);
+        if let Some(position) = position {
+            frontend.event(ServerEvent::Waiting { id, peer, position });
+        }
+        true
+    }
+
+    /// After the acceptor stops: gives the sessions a moment to say goodbye, then cuts them off.
+    fn finish_sessions(&self) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline {
+            if self.shared.state.lock().live.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for live in self.shared.state.lock().live.values() {
+            live.stopper.force_close();
+        }
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting, tells every waiting and live client that the server is shutting down,
+    /// and wakes every blocked thread. [`Server::serve`] returns soon after.
+    pub fn shutdown(&self) {
+        let mut state = self.shared.state.lock();
+        if state.shutting_down {
+            return;
+        }
+        state.shutting_down = true;
+        for queued in state.waiting.drain(..) {
+            notify(&queued.notices, &Frame::Shutdown);
+            let _ = queued.notices.shutdown(std::net::Shutdown::Write);
+        }
+        for live in state.live.values() {
+            live.stopper.stop(StopReason::Shutdown);
+        }
+        drop(state);
+        // `accept` does not wake when another thread closes the listener: connect to it instead.
+        let _ = TcpStream::connect_timeout(&wake_address(self.shared.local_addr), NOTICE_TIMEOUT);
+    }
+
+    /// True once [`ServerHandle::shutdown`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.state.lock().shutting_down
+    }
+
+    /// The live sessions, by number.
+    pub fn sessions(&self) -> Vec<SessionSummary> {
+        let state = self.shared.state.lock();
+        state
+            .live
+            .iter()
+            .map(|(&id, live)| SessionSummary {
+                id,
+                name: live.name.lock().clone(),
+                peer: live.peer,
+                servers_turn: live.my_turn.load(Ordering::Relaxed),
+                sent: live.sent.load(Ordering::Relaxed),
+                received: live.received.load(Ordering::Relaxed),
+                connected_for: live.since.elapsed(),
+            })
+            .collect()
+    }
+
+    /// The clients waiting for a worker, first in line first.
+    pub fn waiting(&self) -> Vec<WaitingSummary> {
+        let state = self.shared.state.lock();
+        state
+            .waiting
+            .iter()
+            .filter(|q| q.last_position > 0)
+            .map(|q| WaitingSummary {
+                id: q.id,
+                peer: q.peer,
+                waited: q.since.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Ends session `id`, telling the client `reason`; false if there is no such session.
+    pub fn kick(&self, id: u32, reason: &str) -> bool {
+        match self.shared.state.lock().live.get(&id) {
+            Some(live) => {
+                live.stopper.stop(StopReason::Kick(reason.to_string()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Where to connect to wake our own `accept`: the bound address, or loopback for a wildcard.
+fn wake_address(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// Sends a notice that needs no answer; a client that has gone loses nothing by missing it.
+fn notify(mut stream: &TcpStream, frame: &Frame) {
+    let _ = stream.write_all(&frame.encode());
+}
+
+/// Sends a last notice and closes without blocking the caller.
+///
+/// The client's HELLO is usually already here, unread; closing over unread bytes makes the kernel
+/// send a reset, which can destroy the notice before the client reads it. So read what is there.
+fn turn_away(stream: TcpStream, frame: &Frame) {
+    notify(&stream, frame);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if stream.set_nonblocking(true).is_ok() {
+        let mut scratch = [0u8; 1024];
+        let _ = (&stream).read(&mut scratch);
+    }
+}
+
+/// Tells each waiting client its place in line when it changed; returns the place of the last
+/// one (the newest), if it has to wait at all.
+fn update_positions(state: &mut State, workers: usize) -> Option<u32> {
+    let busy = state.live.len();
+    let mut newest = None;
+    for (index, queued) in state.waiting.iter_mut().enumerate() {
+        let position = (busy + index + 1).saturating_sub(workers);
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        newest = (position > 0).then_some(position);
+        if position > 0 && position != queued.last_position {
+            notify(&queued.notices, &Frame::Waiting { position });
+        }
+        queued.last_position = position;
+    }
+    newest
+}
+
+/// A worker's whole handling of one connection: from the waiting line to the end of the chat.
+fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
+    let Job { id, peer, stream } = job;
+    let Ok(stopper) = Stopper::new(&stream) else {
+        return;
+    };
+    let live = Arc::new(Live {
+        peer,
+        name: Mutex::new(String::new()),
+        since: Instant::now(),
+        stopper: Arc::clone(&stopper),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        my_turn: AtomicBool::new(false),
+    });
+    {
+        let mut state = shared.state.lock();
+        state.waiting.retain(|q| q.id != id);
+        if state.shutting_down {
+            // Everyone waiting was told at shutdown; this one is done.
+            return;
+        }
+        state.live.insert(id, Arc::clone(&live));
+        update_positions(&mut state, shared.config.workers);
+    }
+    let ending = chat(shared, frontend, id, &live, stream, stopper);
+    let mut state = shared.state.lock();
+    state.live.remove(&id);
+    update_positions(&mut state, shared.config.workers);
+    drop(state);
+    if let Some((connected, ending)) = ending {
+        frontend.event(ServerEvent::Ended {
+            id,
+            peer,
+            connected,
+            ending: &ending,
+        });
+    }
+}
+
+/// Runs the handshake and the chat; returns whether the handshake succeeded and how it ended.
+fn chat(
+    shared: &Shared,
+    frontend: &dyn Frontend,
+    id: u32,
+    live: &Live,
+    stream: TcpStream,
+    stopper: Arc<Stopper>,
+) -> Option<(bool, Ending)> {
+    let config = &shared.config;
+    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper).ok()?;
+    let hello = match session.server_handshake(id, &config.name) {
+        Ok(hello) => hello,
+        Err(ending) => return Some((false, ending)),
+    };
+    *live.name.lock() = hello.name.clone();
+    frontend.event(ServerEvent::Connected {
+        id,
+        peer: live.peer,
+        name: &hello.name,
+    });
+    let mut speaker = frontend.speaker(id);
+    let ending = session.run(Turn::Peer, speaker.as_mut(), &mut |event| {
+        match event {
+            Event::MyTurn => live.my_turn.store(true, Ordering::Relaxed),
+            Event::Acked { .. } => {
+                live.sent.fetch_add(1, Ordering::Relaxed);
+                live.my_turn.store(false, Ordering::Relaxed);
+            }
+            Event::Received(_) => {
+                live.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TooLong { .. } => {}
+        }
+        frontend.event(ServerEvent::Session { id, event });
+    });
+    Some((true, ending))
+}

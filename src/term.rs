@@ -1,0 +1,141 @@
+//! The terminal: peer text made safe to print, and a line printer that keeps the prompt in view.
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+
+use parking_lot::Mutex;
+
+/// Renders bytes from a peer so that they cannot drive the terminal.
+///
+/// Valid UTF-8 is kept as it is, accents, CJK and emoji included. Control characters become
+/// caret notation (`^[` for ESC, `^G` for BEL, `^J` for a newline), so an escape sequence loses
+/// its ESC and shows as plain text; C1 controls and the Unicode direction overrides become
+/// `\u{..}`; bytes that are not UTF-8 become `\xNN`. Tab is kept.
+pub fn sanitize(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\t' => out.push('\t'),
+                '\0'..='\x1f' => {
+                    out.push('^');
+                    out.push(char::from(c as u8 + 0x40));
+                }
+                '\x7f' => out.push_str("^?"),
+                '\u{80}'..='\u{9f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}' => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Prints whole lines to stdout around a prompt that may be waiting for input.
+///
+/// When something happens while a prompt is shown, the prompt is taken away, the line printed,
+/// and the prompt shown again, so the user never types after a line that is no longer the
+/// prompt. On a terminal the prompt line is erased and redrawn; in a pipe the prompt's line is
+/// ended first, so each line in a log stays whole.
+#[derive(Debug)]
+pub struct Terminal {
+    state: Mutex<PromptState>,
+    stdout_is_tty: bool,
+    echo_input: bool,
+}
+
+#[derive(Debug, Default)]
+struct PromptState {
+    prompt: Option<String>,
+}
+
+impl Terminal {
+    /// A printer for this process's stdout; typed input is echoed after the prompt when stdin is
+    /// not a terminal (nobody else would show it, and the transcript should read the same).
+    pub fn stdout() -> Terminal {
+        Terminal {
+            state: Mutex::new(PromptState::default()),
+            stdout_is_tty: io::stdout().is_terminal(),
+            echo_input: !io::stdin().is_terminal(),
+        }
+    }
+
+    /// Prints one line of the program's own, keeping any prompt below it.
+    pub fn line(&self, text: &str) {
+        let state = self.state.lock();
+        let mut out = String::with_capacity(text.len() + 16);
+        if state.prompt.is_some() {
+            out.push_str(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+        }
+        out.push_str(text);
+        out.push('\n');
+        if let Some(prompt) = &state.prompt {
+            out.push_str(prompt);
+        }
+        write_out(&out);
+    }
+
+    /// Shows `prompt` (replacing any prompt shown now) and keeps it until input is taken.
+    pub fn prompt(&self, prompt: &str) {
+        let mut state = self.state.lock();
+        if state.prompt.as_deref() == Some(prompt) {
+            return;
+        }
+        let mut out = String::new();
+        if state.prompt.is_some() {
+            out.push_str(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+        }
+        out.push_str(prompt);
+        write_out(&out);
+        state.prompt = Some(prompt.to_string());
+    }
+
+    /// Takes the prompt away without printing anything.
+    pub fn clear_prompt(&self) {
+        let mut state = self.state.lock();
+        if state.prompt.take().is_some() {
+            write_out(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+        }
+    }
+
+    /// The user's line was taken: the prompt is done. Echoes the line when stdin is not a
+    /// terminal; on a terminal the user's own typing and Enter are already on screen.
+    pub fn input_taken(&self, line: &[u8]) {
+        let mut state = self.state.lock();
+        if state.prompt.take().is_some() && self.echo_input {
+            write_out(&format!("{}\n", sanitize(line)));
+        }
+    }
+}
+
+/// Writes to stdout; a closed stdout (a pipe whose reader left) is not worth failing a chat for.
+fn write_out(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn escape_sequences_and_controls_lose_their_power_but_unicode_stays() {
+        let shown = sanitize("\x1b]0;pwned\x07\x1b[2Jcafé 日本 🎉\u{9b}31m\x08\r\n".as_bytes());
+        assert_eq!(shown, "^[]0;pwned^G^[[2Jcafé 日本 🎉\\u{9b}31m^H^M^J");
+        assert!(!shown.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_are_shown_visibly() {
+        assert_eq!(sanitize(b"a\0b\xff\xfe"), "a^@b\\xff\\xfe");
+    }
+}
