@@ -83,14 +83,23 @@ fn options() -> Options {
         &format!("time the peer may take on its turn; 0 = no limit (default: server {DEFAULT_SERVER_IDLE_SECS}, client 0)"),
         "SECS",
     );
-    o.optopt("w", "workers", "server: chats served at once (default 4)", "N");
+    o.optopt(
+        "w",
+        "workers",
+        "server: chats served at once (default 4)",
+        "N",
+    );
     o.optopt(
         "",
         "backlog",
         "server: clients that may wait for a worker (default 64); one more is told the server is full",
         "N",
     );
-    o.optflag("", "echo", "server: answer every message with itself, without an operator");
+    o.optflag(
+        "",
+        "echo",
+        "server: answer every message with itself, without an operator",
+    );
     o
 }
 
@@ -130,9 +139,9 @@ pub fn parse(args: &[OsString]) -> Result<Command, Error> {
         return Err(Error::Usage(format!("unexpected argument '{extra}'")));
     }
     let port = match &port {
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| Error::Usage(format!("invalid port '{p}': give a number from 0 to 65535")))?,
+        Some(p) => p.parse::<u16>().map_err(|_| {
+            Error::Usage(format!("invalid port '{p}': give a number from 0 to 65535"))
+        })?,
         None => DEFAULT_PORT,
     };
     let server = mode == "server";

@@ -8,7 +8,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::console::trim_line_end;
 use crate::error::Error;
-use crate::session::{Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn};
+use crate::session::{
+    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
+};
 use crate::term::{Terminal, sanitize};
 
 /// What `client` needs.

@@ -30,10 +30,13 @@ pub struct ConsoleConfig {
 pub fn run(config: ConsoleConfig) -> Result<(), Error> {
     let server = Server::bind(&config.addrs, config.server.clone())?;
     let handle = server.handle();
-    let console = Arc::new(Console::new(Terminal::stdout(), handle.clone(), config.echo));
+    let console = Arc::new(Console::new(
+        Terminal::stdout(),
+        handle.clone(),
+        config.echo,
+    ));
     let on_signal = handle.clone();
-    ctrlc::set_handler(move || on_signal.shutdown())
-        .map_err(|e| Error::Io(io::Error::other(e)))?;
+    ctrlc::set_handler(move || on_signal.shutdown()).map_err(|e| Error::Io(io::Error::other(e)))?;
     console.out.line(&format!(
         "The server is waiting for clients to connect on {} ({} workers{}).",
         server.local_addr(),
@@ -139,7 +142,9 @@ impl Console {
             let text = rest[digits..].strip_prefix(b" ").unwrap_or(&rest[digits..]);
             return match id {
                 Some(id) => self.answer(Some(id), text.to_vec(), line),
-                None => self.out.line("Error: write @N TEXT, where N is a session number."),
+                None => self
+                    .out
+                    .line("Error: write @N TEXT, where N is a session number."),
             };
         }
         self.answer(None, line.to_vec(), line)
@@ -180,14 +185,18 @@ impl Console {
                 None => {
                     drop(routes);
                     self.out.input_taken(typed);
-                    return self.out.line("Nobody is waiting for an answer; nothing was sent.");
+                    return self
+                        .out
+                        .line("Nobody is waiting for an answer; nothing was sent.");
                 }
             },
         };
         let Some(route) = routes.sessions.get(&id) else {
             drop(routes);
             self.out.input_taken(typed);
-            return self.out.line(&format!("Error: there is no session #{id}; nothing was sent."));
+            return self.out.line(&format!(
+                "Error: there is no session #{id}; nothing was sent."
+            ));
         };
         if !routes.waiting.contains(&id) {
             let label = route.label.clone();
@@ -212,7 +221,8 @@ impl Console {
         drop(routes);
         self.out.input_taken(typed);
         if !delivered {
-            self.out.line(&format!("[{label}] Not delivered: the chat has ended."));
+            self.out
+                .line(&format!("[{label}] Not delivered: the chat has ended."));
         }
         match next {
             Some(prompt) => self.out.prompt(&prompt),
@@ -362,9 +372,9 @@ impl Frontend for Arc<Console> {
             ServerEvent::Waiting { id, peer, position } => self.out.line(&format!(
                 "[#{id} {peer}] Waiting in line (position {position})."
             )),
-            ServerEvent::Refused { peer } => {
-                self.out.line(&format!("[{peer}] Refused: the server is full."))
-            }
+            ServerEvent::Refused { peer } => self
+                .out
+                .line(&format!("[{peer}] Refused: the server is full.")),
             ServerEvent::Connected { id, peer, name } => {
                 let label = if name.is_empty() {
                     format!("#{id}")
@@ -410,8 +420,10 @@ impl Frontend for Arc<Console> {
                     self.routes.lock().sessions.remove(&id);
                     self.out.line(&format!("[{label}] {}", describe(ending)));
                 } else {
-                    self.out
-                        .line(&format!("[#{id} {peer}] Not connected: {}", describe(ending)));
+                    self.out.line(&format!(
+                        "[#{id} {peer}] Not connected: {}",
+                        describe(ending)
+                    ));
                 }
             }
         }
@@ -422,7 +434,10 @@ impl Frontend for Arc<Console> {
 fn describe(ending: &Ending) -> String {
     match ending {
         Ending::EndedByMe => "You ended the chat.".into(),
-        Ending::PeerError(reason) => format!("The client reported an error: {}", sanitize(reason.as_bytes())),
+        Ending::PeerError(reason) => format!(
+            "The client reported an error: {}",
+            sanitize(reason.as_bytes())
+        ),
         other => other.to_string(),
     }
 }

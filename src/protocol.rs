@@ -202,7 +202,10 @@ impl fmt::Display for ProtocolError {
         match self {
             ProtocolError::UnknownType(t) => write!(f, "unknown frame type 0x{t:02x}"),
             ProtocolError::TooLong { frame, len, max } => {
-                write!(f, "{frame} frame of {len} bytes is over the limit of {max} bytes")
+                write!(
+                    f,
+                    "{frame} frame of {len} bytes is over the limit of {max} bytes"
+                )
             }
             ProtocolError::BadPayload { frame, why } => write!(f, "malformed {frame} frame: {why}"),
             ProtocolError::Truncated => write!(f, "the connection closed in the middle of a frame"),
@@ -487,7 +490,10 @@ mod tests {
         for f in all_frames() {
             assert_eq!(reader.read_frame(&mut source).unwrap(), f);
         }
-        assert!(matches!(reader.read_frame(&mut source), Err(ReadError::Closed)));
+        assert!(matches!(
+            reader.read_frame(&mut source),
+            Err(ReadError::Closed)
+        ));
     }
 
     #[test]

@@ -344,7 +344,7 @@ impl ServerHandle {
         state.shutting_down = true;
         for queued in state.waiting.drain(..) {
             notify(&queued.notices, &Frame::Shutdown);
-            let _ = queued.notices.shutdown(std::net::Shutdown::Write);
+            close_quietly(&queued.notices);
         }
         for live in state.live.values() {
             live.stopper.stop(StopReason::Shutdown);
@@ -420,15 +420,21 @@ fn notify(mut stream: &TcpStream, frame: &Frame) {
 }
 
 /// Sends a last notice and closes without blocking the caller.
-///
-/// The client's HELLO is usually already here, unread; closing over unread bytes makes the kernel
-/// send a reset, which can destroy the notice before the client reads it. So read what is there.
 fn turn_away(stream: TcpStream, frame: &Frame) {
     notify(&stream, frame);
+    close_quietly(&stream);
+}
+
+/// Ends our side of a connection that was sent its last notice.
+///
+/// The client's HELLO is usually already here, unread; closing over unread bytes makes the kernel
+/// send a reset, which can destroy the notice before the client reads it. So read what is there,
+/// without waiting for more.
+fn close_quietly(stream: &TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     if stream.set_nonblocking(true).is_ok() {
         let mut scratch = [0u8; 1024];
-        let _ = (&stream).read(&mut scratch);
+        let _ = (&mut &*stream).read(&mut scratch);
     }
 }
 
@@ -469,6 +475,7 @@ fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
         state.waiting.retain(|q| q.id != id);
         if state.shutting_down {
             // Everyone waiting was told at shutdown; this one is done.
+            close_quietly(&stream);
             return;
         }
         state.live.insert(id, Arc::clone(&live));

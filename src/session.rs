@@ -189,7 +189,9 @@ impl fmt::Display for Ending {
             Ending::EndedByMe => write!(f, "The chat has ended."),
             Ending::PeerEnded => write!(f, "The other side left the chat."),
             Ending::PeerVanished => write!(f, "The other side left the chat (connection closed)."),
-            Ending::Stopped(StopReason::Shutdown) => write!(f, "Closed: the server is shutting down."),
+            Ending::Stopped(StopReason::Shutdown) => {
+                write!(f, "Closed: the server is shutting down.")
+            }
             Ending::Stopped(StopReason::Kick(reason)) => write!(f, "Kicked: {reason}"),
             Ending::Stopped(StopReason::Interrupt) => write!(f, "Interrupted: the chat has ended."),
             Ending::ServerShutdown => write!(f, "The server is shutting down. The chat has ended."),
@@ -250,6 +252,8 @@ pub struct Session {
     timeouts: Timeouts,
     /// The read timeout the socket has now, so it is only changed when it must be.
     read_timeout: Option<Option<Duration>>,
+    /// When the first byte of a frame not yet complete arrived.
+    frame_started: Option<Instant>,
     max_message: usize,
     peer_max: usize,
     /// True once this is known to be the server's end, which may not receive server notices.
@@ -276,6 +280,7 @@ impl Session {
             out: Vec::with_capacity(4096),
             timeouts,
             read_timeout: None,
+            frame_started: None,
             max_message,
             peer_max: max_message,
             is_server: false,
@@ -303,7 +308,7 @@ impl Session {
         self.send(&hello).map_err(|e| self.fail(e))?;
         loop {
             // Waiting in line may take any time; only a stalled frame is cut off.
-            match self.recv(None).map_err(|e| self.fail(e))? {
+            match self.recv(None, "WELCOME").map_err(|e| self.fail(e))? {
                 Frame::Waiting { position } => on_wait(position),
                 Frame::Welcome {
                     session_id,
@@ -324,16 +329,13 @@ impl Session {
 
     /// Server side: reads the client's HELLO within the handshake timeout, checks its version and
     /// answers WELCOME with this session's number.
-    pub fn server_handshake(&mut self, session_id: u32, server_name: &str) -> Result<Hello, Ending> {
+    pub fn server_handshake(
+        &mut self,
+        session_id: u32,
+        server_name: &str,
+    ) -> Result<Hello, Ending> {
         self.is_server = true;
-        let limit = self.timeouts.handshake;
-        let frame = self.recv(Some(limit)).map_err(|e| match e {
-            Fault::Idle => Fault::Timeout(format!(
-                "no handshake within {} s",
-                limit.as_secs_f64()
-            )),
-            other => other,
-        });
+        let frame = self.recv(Some(self.timeouts.handshake), "handshake");
         let hello = match frame.map_err(|e| self.fail(e))? {
             Frame::Hello {
                 version,
@@ -410,7 +412,7 @@ impl Session {
                 Speech::Message(message) => {
                     self.send(&Frame::Message(message))?;
                     let sent_at = Instant::now();
-                    match self.recv(self.timeouts.idle)? {
+                    match self.recv(self.timeouts.idle, "ACK")? {
                         Frame::Ack => {
                             events(Event::Acked {
                                 rtt: sent_at.elapsed(),
@@ -434,14 +436,7 @@ impl Session {
         speaker: &mut dyn Speaker,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        let frame = self.recv(self.timeouts.idle).map_err(|fault| match fault {
-            Fault::Idle => Fault::Timeout(format!(
-                "no message within {} s on your turn",
-                self.timeouts.idle.unwrap_or_default().as_secs_f64()
-            )),
-            other => other,
-        })?;
-        match frame {
+        match self.recv(self.timeouts.idle, "message on your turn")? {
             Frame::Message(message) => {
                 self.send(&Frame::Ack)?;
                 events(Event::Received(&message));
@@ -473,22 +468,33 @@ impl Session {
                 Err(e) => return Err(self.io_fault(e)),
             }
         }
-        let frame = self.recv(None)?;
+        let frame = self.recv(None, "frame")?;
         Err(self.terminal_or_unexpected(frame))
     }
 
     /// Reads the next frame. `idle` bounds the wait for its first byte; once a frame has begun,
-    /// the handshake timeout bounds the rest, so a peer cannot hold a worker with half a frame.
-    fn recv(&mut self, idle: Option<Duration>) -> Result<Frame, Fault> {
+    /// it must be complete within the handshake timeout (a deadline, not a per-read limit), so a
+    /// peer cannot hold a worker by sending half a frame, or a frame one byte at a time.
+    /// `awaited` names what is read, for the timeout's message.
+    fn recv(&mut self, idle: Option<Duration>, awaited: &str) -> Result<Frame, Fault> {
         loop {
             match self.reader.next_buffered() {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    self.frame_started = None;
+                    return Ok(frame);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(Fault::Violation(e.to_string())),
             }
             let partial = self.reader.has_buffered();
             let limit = if partial {
-                Some(self.timeouts.handshake)
+                let started = *self.frame_started.get_or_insert_with(Instant::now);
+                let left =
+                    (started + self.timeouts.handshake).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.stalled());
+                }
+                Some(left)
             } else {
                 idle
             };
@@ -508,11 +514,11 @@ impl Session {
                 {
                     return Err(match self.stopper.reason() {
                         Some(reason) => Fault::Stop(reason),
-                        None if partial => Fault::Timeout(format!(
-                            "a frame stalled for more than {} s",
-                            self.timeouts.handshake.as_secs_f64()
+                        None if partial => self.stalled(),
+                        None => Fault::Timeout(format!(
+                            "no {awaited} within {} s",
+                            idle.unwrap_or_default().as_secs_f64()
                         )),
-                        None => Fault::Idle,
                     });
                 }
                 Err(e) => return Err(self.io_fault(e)),
@@ -520,14 +526,20 @@ impl Session {
         }
     }
 
+    fn stalled(&self) -> Fault {
+        Fault::Timeout(format!(
+            "a frame took more than {} s to arrive",
+            self.timeouts.handshake.as_secs_f64()
+        ))
+    }
+
     /// The fault for a connection that reached end of stream.
     fn closed(&self, mid_frame: bool) -> Fault {
         match self.stopper.reason() {
             Some(reason) => Fault::Stop(reason),
-            None if mid_frame => Fault::Violation(ReadError::Protocol(
-                crate::protocol::ProtocolError::Truncated,
-            )
-            .to_string()),
+            None if mid_frame => Fault::Violation(
+                ReadError::Protocol(crate::protocol::ProtocolError::Truncated).to_string(),
+            ),
             None => Fault::Done(Ending::PeerVanished),
         }
     }
@@ -558,7 +570,9 @@ impl Session {
     fn send(&mut self, frame: &Frame) -> Result<(), Fault> {
         self.out.clear();
         frame.encode_into(&mut self.out);
-        self.stream.write_all(&self.out).map_err(|e| self.io_fault(e))
+        self.stream
+            .write_all(&self.out)
+            .map_err(|e| self.io_fault(e))
     }
 
     /// Ends the session: tells the peer why where there is something to tell, closes the
@@ -574,10 +588,11 @@ impl Session {
                 };
                 (Some(frame), Ending::Stopped(reason))
             }
-            Fault::Violation(reason) => (Some(Frame::Error(reason.clone())), Ending::Violation(reason)),
-            Fault::Timeout(reason) => (Some(Frame::Error(reason.clone())), Ending::TimedOut(reason)),
-            Fault::Idle => {
-                let reason = "no answer in time".to_string();
+            Fault::Violation(reason) => (
+                Some(Frame::Error(reason.clone())),
+                Ending::Violation(reason),
+            ),
+            Fault::Timeout(reason) => {
                 (Some(Frame::Error(reason.clone())), Ending::TimedOut(reason))
             }
             Fault::Io(e) => (None, Ending::Io(e)),
@@ -619,8 +634,6 @@ enum Fault {
     Violation(String),
     /// The peer was too slow.
     Timeout(String),
-    /// Nothing arrived within the idle limit (the caller says what was awaited).
-    Idle,
     /// The socket failed.
     Io(io::Error),
 }

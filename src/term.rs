@@ -73,7 +73,11 @@ impl Terminal {
         let state = self.state.lock();
         let mut out = String::with_capacity(text.len() + 16);
         if state.prompt.is_some() {
-            out.push_str(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+            out.push_str(if self.stdout_is_tty {
+                "\r\x1b[2K"
+            } else {
+                "\n"
+            });
         }
         out.push_str(text);
         out.push('\n');
@@ -91,7 +95,11 @@ impl Terminal {
         }
         let mut out = String::new();
         if state.prompt.is_some() {
-            out.push_str(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+            out.push_str(if self.stdout_is_tty {
+                "\r\x1b[2K"
+            } else {
+                "\n"
+            });
         }
         out.push_str(prompt);
         write_out(&out);
@@ -102,7 +110,11 @@ impl Terminal {
     pub fn clear_prompt(&self) {
         let mut state = self.state.lock();
         if state.prompt.take().is_some() {
-            write_out(if self.stdout_is_tty { "\r\x1b[2K" } else { "\n" });
+            write_out(if self.stdout_is_tty {
+                "\r\x1b[2K"
+            } else {
+                "\n"
+            });
         }
     }
 
