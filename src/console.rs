@@ -116,7 +116,9 @@ impl Console {
                 break;
             }
             trim_line_end(&mut line);
+            self.out.input_taken(&line);
             self.command(&line);
+            self.refresh_prompt(&self.routes.lock());
         }
         if !self.server.is_shutting_down() {
             self.out.line("End of input: shutting down.");
@@ -129,7 +131,7 @@ impl Console {
         if let Some(rest) = line.strip_prefix(b"//") {
             let mut text = b"/".to_vec();
             text.extend_from_slice(rest);
-            return self.answer(None, text, line);
+            return self.answer(None, text);
         }
         if let Some(command) = line.strip_prefix(b"/") {
             return self.slash_command(&String::from_utf8_lossy(command));
@@ -141,13 +143,13 @@ impl Console {
                 .and_then(|d| d.parse::<u32>().ok());
             let text = rest[digits..].strip_prefix(b" ").unwrap_or(&rest[digits..]);
             return match id {
-                Some(id) => self.answer(Some(id), text.to_vec(), line),
+                Some(id) => self.answer(Some(id), text.to_vec()),
                 None => self
                     .out
                     .line("Error: write @N TEXT, where N is a session number."),
             };
         }
-        self.answer(None, line.to_vec(), line)
+        self.answer(None, line.to_vec())
     }
 
     fn slash_command(&self, command: &str) {
@@ -176,7 +178,7 @@ impl Console {
     }
 
     /// Sends the operator's `text` to session `to`, or to the longest-waiting session.
-    fn answer(&self, to: Option<u32>, text: Vec<u8>, typed: &[u8]) {
+    fn answer(&self, to: Option<u32>, text: Vec<u8>) {
         let mut routes = self.routes.lock();
         let id = match to {
             Some(id) => id,
@@ -184,7 +186,6 @@ impl Console {
                 Some(&id) => id,
                 None => {
                     drop(routes);
-                    self.out.input_taken(typed);
                     return self
                         .out
                         .line("Nobody is waiting for an answer; nothing was sent.");
@@ -193,7 +194,6 @@ impl Console {
         };
         let Some(route) = routes.sessions.get(&id) else {
             drop(routes);
-            self.out.input_taken(typed);
             return self.out.line(&format!(
                 "Error: there is no session #{id}; nothing was sent."
             ));
@@ -201,7 +201,6 @@ impl Console {
         if !routes.waiting.contains(&id) {
             let label = route.label.clone();
             drop(routes);
-            self.out.input_taken(typed);
             return self.out.line(&format!(
                 "Error: it is not your turn with {label}; nothing was sent."
             ));
@@ -217,16 +216,10 @@ impl Console {
             .is_some_and(|replies| replies.send(speech).is_ok());
         let label = route.label.clone();
         routes.waiting.retain(|&w| w != id);
-        let next = self.prompt_text(&routes);
         drop(routes);
-        self.out.input_taken(typed);
         if !delivered {
             self.out
                 .line(&format!("[{label}] Not delivered: the chat has ended."));
-        }
-        match next {
-            Some(prompt) => self.out.prompt(&prompt),
-            None => self.out.clear_prompt(),
         }
     }
 
