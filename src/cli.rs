@@ -38,13 +38,11 @@ pub enum Command {
 ///
 /// This is the one place where errors become messages and exit codes.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let result = parse(&args).and_then(|command| match command {
-        Command::Server(config) => crate::console::run(config),
-        Command::Client(config) => crate::client::run(&config),
-        Command::Print(text) => {
-            println!("{text}");
-            Ok(())
+    let result = parse(&args).and_then(|(command, notice)| {
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
         }
+        run(command)
     });
     match result {
         Ok(()) => 0,
@@ -56,6 +54,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(e) => {
             eprintln!("{e}");
             e.exit_code()
+        }
+    }
+}
+
+/// Carries out a parsed command.
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Server(config) => crate::console::run(config),
+        Command::Client(config) => crate::client::run(&config),
+        Command::Print(text) => {
+            println!("{text}");
+            Ok(())
         }
     }
 }
@@ -114,20 +124,22 @@ pub fn usage() -> String {
     )
 }
 
-/// Turns the arguments into a [`Command`], or a usage error.
-pub fn parse(args: &[OsString]) -> Result<Command, Error> {
+/// Turns the arguments into a [`Command`], with the notice to print when HOST or PORT was left
+/// out, or a usage error.
+pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
     let matches = options()
         .parse(args)
         .map_err(|e| Error::Usage(e.to_string()))?;
     if matches.opt_present("help") {
-        return Ok(Command::Print(usage()));
+        return Ok((Command::Print(usage()), None));
     }
     if matches.opt_present("version") {
-        return Ok(Command::Print(format!(
+        let version = format!(
             "client_server_chat {} (protocol version {})",
             env!("CARGO_PKG_VERSION"),
             crate::protocol::VERSION
-        )));
+        );
+        return Ok((Command::Print(version), None));
     }
     let mut free = matches.free.iter();
     let mode = free
@@ -157,13 +169,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, Error> {
             }
         }
     }
-    match (&host, matches.free.len()) {
-        (None, _) => eprintln!(
-            "Arguments missing: using default host {DEFAULT_HOST} and port {DEFAULT_PORT}"
-        ),
-        (Some(_), 2) => eprintln!("Arguments missing: using default port {DEFAULT_PORT}"),
-        _ => {}
-    }
+    let host_given = host.is_some();
     let host = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
     let name = matches.opt_str("name").unwrap_or_default();
     let max_message = number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
@@ -175,17 +181,27 @@ pub fn parse(args: &[OsString]) -> Result<Command, Error> {
         handshake: Duration::from_secs(handshake),
         idle: (idle > 0).then(|| Duration::from_secs(idle)),
     };
+    let workers = number(&matches, "workers", 1, 1024)?.unwrap_or(4) as usize;
+    let backlog = number(&matches, "backlog", 0, 100_000)?.unwrap_or(64) as usize;
+    let notice = match (host_given, matches.free.len()) {
+        (false, _) => Some(format!(
+            "Arguments missing: using default host {DEFAULT_HOST} and port {DEFAULT_PORT}"
+        )),
+        (true, 2) => Some(format!(
+            "Arguments missing: using default port {DEFAULT_PORT}"
+        )),
+        _ => None,
+    };
     if !server {
-        return Ok(Command::Client(ClientConfig {
+        let config = ClientConfig {
             host,
             port,
             name,
             max_message,
             timeouts,
-        }));
+        };
+        return Ok((Command::Client(config), notice));
     }
-    let workers = number(&matches, "workers", 1, 1024)?.unwrap_or(4) as usize;
-    let backlog = number(&matches, "backlog", 0, 100_000)?.unwrap_or(64) as usize;
     let addrs: Vec<SocketAddr> = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|source| Error::Resolve {
@@ -193,7 +209,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, Error> {
             source,
         })?
         .collect();
-    Ok(Command::Server(ConsoleConfig {
+    let config = ConsoleConfig {
         addrs,
         echo: matches.opt_present("echo"),
         server: ServerConfig {
@@ -203,7 +219,8 @@ pub fn parse(args: &[OsString]) -> Result<Command, Error> {
             name,
             timeouts,
         },
-    }))
+    };
+    Ok((Command::Server(config), notice))
 }
 
 /// Reads option `name` as a whole number in `min..=max`, if it is given.
@@ -216,5 +233,51 @@ fn number(matches: &Matches, name: &str, min: u64, max: u64) -> Result<Option<u6
         _ => Err(Error::Usage(format!(
             "invalid value '{text}' for --{name}: give a whole number from {min} to {max}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &[&str]) -> Result<(Command, Option<String>), Error> {
+        parse(&words.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn left_out_host_and_port_are_named_in_one_notice() {
+        let (command, notice) = parse_words(&["client"]).unwrap();
+        assert_eq!(
+            notice.as_deref(),
+            Some("Arguments missing: using default host 127.0.0.1 and port 1234")
+        );
+        let Command::Client(config) = command else {
+            panic!("not a client")
+        };
+        assert_eq!((config.host.as_str(), config.port), ("127.0.0.1", 1234));
+        let (_, notice) = parse_words(&["client", "::1"]).unwrap();
+        assert_eq!(
+            notice.as_deref(),
+            Some("Arguments missing: using default port 1234")
+        );
+        let (_, notice) = parse_words(&["client", "localhost", "99"]).unwrap();
+        assert_eq!(notice, None);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for words in [
+            &["server", "--workers", "0"][..],
+            &["client", "--workers", "2"],
+            &["client", "h", "70000"],
+            &["client", "a", "1", "extra"],
+            &["talk"],
+            &["server", "--max-message", "0"],
+        ] {
+            assert!(
+                matches!(parse_words(words), Err(Error::Usage(_))),
+                "{words:?}"
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::console::trim_line_end;
 use crate::error::Error;
 use crate::session::{
-    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
+    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn, Welcome,
 };
 use crate::term::{Terminal, sanitize};
 
@@ -65,35 +65,17 @@ pub fn chat(
     out: &Terminal,
 ) -> Result<(), Error> {
     let mut session = Session::new(stream, config.max_message, config.timeouts, stopper)?;
-    let welcome = session
-        .client_handshake(&config.name, &mut |position| {
-            out.line(&format!(
-                "All workers are busy: you are waiting in line (position {position})."
-            ))
-        })
-        .map_err(Error::Chat)?;
-    out.line("Connected!");
-    let server = sanitize(welcome.server_name.as_bytes());
-    if !server.is_empty() {
-        out.line(&format!("You are #{} on {server}.", welcome.session_id));
-    }
-    let received_prefix = if server.is_empty() {
-        "Received: ".to_string()
-    } else {
-        format!("[{server}] Received: ")
-    };
-    let mut speaker = LineSpeaker { inbox, out };
-    let ending = session.run(Turn::Mine, &mut speaker, &mut |event| match event {
-        Event::MyTurn => out.prompt("Send: "),
-        Event::Acked { rtt } => {
-            out.line("Message Received");
-            out.line(&format!("Roundtrip time: {:.6}s", rtt.as_secs_f64()));
-        }
-        Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),
-        Event::TooLong { len, max } => out.line(&format!(
-            "Not sent: the message is {len} bytes, over the server's limit of {max}."
-        )),
+    let handshake = session.client_handshake(&config.name, &mut |position| {
+        out.line(&format!(
+            "All workers are busy: you are waiting in line (position {position})."
+        ))
     });
+    // A server that shuts down (or an operator who kicks) while we wait in line ends the
+    // chat as politely as it would end a running one.
+    let ending = match handshake {
+        Ok(welcome) => converse(&mut session, &welcome, inbox, out),
+        Err(ending) => ending,
+    };
     out.clear_prompt();
     match ending {
         Ending::Stopped(_) => {
@@ -106,6 +88,37 @@ pub fn chat(
         }
         ending => Err(Error::Chat(ending)),
     }
+}
+
+/// The chat itself, from the welcome to the end.
+fn converse(
+    session: &mut Session,
+    welcome: &Welcome,
+    inbox: &Receiver<Input>,
+    out: &Terminal,
+) -> Ending {
+    out.line("Connected!");
+    let server = sanitize(welcome.server_name.as_bytes());
+    if !server.is_empty() {
+        out.line(&format!("You are #{} on {server}.", welcome.session_id));
+    }
+    let received_prefix = if server.is_empty() {
+        "Received: ".to_string()
+    } else {
+        format!("[{server}] Received: ")
+    };
+    let mut speaker = LineSpeaker { inbox, out };
+    session.run(Turn::Mine, &mut speaker, &mut |event| match event {
+        Event::MyTurn => out.prompt("Send: "),
+        Event::Acked { rtt } => {
+            out.line("Message Received");
+            out.line(&format!("Roundtrip time: {:.6}s", rtt.as_secs_f64()));
+        }
+        Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),
+        Event::TooLong { len, max } => out.line(&format!(
+            "Not sent: the message is {len} bytes, over the server's limit of {max}."
+        )),
+    })
 }
 
 /// Resolves `host` and connects to the first address that answers.

@@ -1,0 +1,318 @@
+//! Binary-level tests: the real `client_server_chat` binary, real TCP on 127.0.0.1, servers on
+//! port 0 (the port is read back from the server's first line), output awaited line by line with
+//! a deadline.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{Proc, TIMEOUT, free_port, is_roundtrip_line, run, start_client, start_server};
+
+const USAGE_HEAD: &str = "Usage:";
+const SHUTDOWN_LINE: &str = "The server is shutting down. The chat has ended.";
+const OFFLINE: &str = "The requested server is offline/The chat has ended.";
+
+#[test]
+fn echo_server_chat_prints_the_classic_transcript_and_exits_0() {
+    let (mut server, port) = start_server(&["--echo"]);
+    let client = run(&["client", "127.0.0.1", &port.to_string()], b"hi\nend\n");
+    assert_eq!(client.code(), 0, "{client:#?}");
+    let lines = client.lines();
+    assert_eq!(lines.len(), 8, "unexpected transcript: {lines:#?}");
+    assert_eq!(
+        lines[0],
+        format!("Trying to connect to server: 127.0.0.1: {port}")
+    );
+    assert_eq!(lines[1], "Connected!");
+    assert_eq!(lines[2], "Send: hi");
+    assert_eq!(lines[3], "Message Received");
+    assert!(
+        is_roundtrip_line(lines[4], ""),
+        "bad RTT line: {:?}",
+        lines[4]
+    );
+    assert_eq!(lines[5], "Received: hi");
+    assert_eq!(lines[6], "Send: end");
+    assert_eq!(lines[7], "The chat has ended.");
+
+    let connected = server.expect_line("] Connected.");
+    assert!(
+        connected.starts_with("[#1 127.0.0.1:"),
+        "connected line: {connected:?}"
+    );
+    assert_eq!(server.expect_line("Received:"), "[#1] Received: hi");
+    assert_eq!(
+        server.expect_line("left the chat"),
+        "[#1] The other side left the chat."
+    );
+}
+
+/// Waits until the operator's prompt names session `id`, then types `text` as the answer.
+fn operator_answers(server: &mut Proc, id: u32, text: &str) {
+    server.expect_text(&format!("Send to #{id}: "));
+    server.send_line(text);
+    // With stdin piped, the typed line is echoed right after the prompt.
+    assert_eq!(server.expect_line(text), text, "{}", server.dump());
+}
+
+#[test]
+fn operator_replies_and_ends_the_chat_then_serves_the_next_client() {
+    let (mut server, port) = start_server(&[]);
+
+    let mut alice = start_client("alice", port);
+    alice.expect_line("Connected!");
+    server.expect_line("[#1 127.0.0.1:");
+    alice.send_line("hi");
+    assert_eq!(server.expect_line("Received:"), "[#1] Received: hi");
+    operator_answers(&mut server, 1, "hello");
+    assert_eq!(
+        server.expect_line("Message Received"),
+        "[#1] Message Received"
+    );
+    let rtt = server.expect_line("Roundtrip time");
+    assert!(is_roundtrip_line(&rtt, "[#1] "), "bad RTT line: {rtt:?}");
+
+    alice.expect_line("Message Received");
+    let rtt = alice.expect_line("Roundtrip time");
+    assert!(is_roundtrip_line(&rtt, ""), "bad RTT line: {rtt:?}");
+    assert_eq!(alice.expect_line("Received:"), "Received: hello");
+
+    // The operator may only end the chat on its own turn: Alice speaks once more.
+    alice.send_line("bye");
+    assert_eq!(server.expect_line("Received:"), "[#1] Received: bye");
+    operator_answers(&mut server, 1, "end");
+    assert_eq!(
+        alice.expect_line("left the chat"),
+        "The other side left the chat."
+    );
+    let alice_done = alice.finish();
+    assert_eq!(alice_done.code(), 0, "{alice_done:#?}");
+    server.expect_line("[#1] You ended the chat.");
+
+    // The server goes on: a second client is served by the operator.
+    let mut bob = start_client("bob", port);
+    bob.expect_line("Connected!");
+    let connected = server.expect_line("] Connected.");
+    assert!(
+        connected.starts_with("[#2 127.0.0.1:"),
+        "connected line: {connected:?}"
+    );
+    bob.send_line("again");
+    assert_eq!(server.expect_line("Received:"), "[#2] Received: again");
+    operator_answers(&mut server, 2, "ok");
+    assert_eq!(bob.expect_line("Received:"), "Received: ok");
+    let bob_done = bob.finish();
+    assert_eq!(bob_done.code(), 0, "{bob_done:#?}");
+    assert_eq!(
+        server.expect_line("left the chat"),
+        "[#2] The other side left the chat."
+    );
+
+    // End of the operator's input shuts the server down gracefully.
+    let server_done = server.finish();
+    assert_eq!(server_done.code(), 0, "{server_done:#?}");
+    assert!(
+        server_done.stdout.contains("End of input: shutting down."),
+        "{server_done:#?}"
+    );
+}
+
+#[test]
+fn end_of_client_input_ends_the_chat_like_end() {
+    let (mut server, port) = start_server(&["--echo"]);
+    let client = run(&["client", "127.0.0.1", &port.to_string()], b"hi\n");
+    assert_eq!(client.code(), 0, "{client:#?}");
+    let lines = client.lines();
+    assert!(lines.contains(&"Received: hi"), "{client:#?}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("The chat has ended."),
+        "{client:#?}"
+    );
+    assert_eq!(server.expect_line("Received:"), "[#1] Received: hi");
+    assert_eq!(
+        server.expect_line("left the chat"),
+        "[#1] The other side left the chat."
+    );
+}
+
+#[test]
+fn clients_beyond_the_workers_wait_in_line_and_are_served_in_turn() {
+    let (mut server, port) = start_server(&["--workers", "2", "--echo"]);
+
+    let mut first = start_client("first", port);
+    first.expect_line("Connected!");
+    let mut second = start_client("second", port);
+    second.expect_line("Connected!");
+
+    let mut third = start_client("third", port);
+    third.expect_line("All workers are busy: you are waiting in line (position 1).");
+    server.expect_line("] Waiting in line (position 1).");
+    let mut fourth = start_client("fourth", port);
+    fourth.expect_line("All workers are busy: you are waiting in line (position 2).");
+    let waiting = server.expect_line("] Waiting in line (position 2).");
+    assert!(waiting.starts_with("[#4 127.0.0.1:"), "{waiting:?}");
+
+    // Nobody waiting got in early.
+    first.close_stdin();
+    third.expect_line("Connected!");
+    fourth.expect_line("All workers are busy: you are waiting in line (position 1).");
+    let first = first.finish();
+    assert_eq!(first.code(), 0, "{first:#?}");
+
+    second.close_stdin();
+    fourth.expect_line("Connected!");
+    let second = second.finish();
+    assert_eq!(second.code(), 0, "{second:#?}");
+
+    for mut client in [third, fourth] {
+        client.send_line("hi");
+        client.expect_line("Received: hi");
+        let done = client.finish();
+        assert_eq!(done.code(), 0, "{done:#?}");
+        assert!(done.stdout.contains("The chat has ended."), "{done:#?}");
+    }
+}
+
+/// The live client's half of the SIGINT test; the waiting client has a test of its own because
+/// it exposes a bug.
+#[test]
+fn sigint_on_server_tells_the_live_client_and_exits_0() {
+    let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
+    let mut live = start_client("live", port);
+    live.expect_line("Connected!");
+    live.expect_text("Send: ");
+    let mut waiting = start_client("waiting", port);
+    waiting.expect_line("waiting in line (position 1).");
+    server.expect_line("[#2 127.0.0.1:");
+
+    server.interrupt();
+    assert_eq!(live.expect_line("shutting down"), SHUTDOWN_LINE);
+    let live = live.finish();
+    assert_eq!(live.code(), 0, "{live:#?}");
+
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "server: {}", server.dump());
+    let waiting = waiting.finish();
+    assert!(
+        waiting.stdout.contains(SHUTDOWN_LINE) || waiting.stderr.contains(SHUTDOWN_LINE),
+        "the waiting client was not told: {waiting:#?}"
+    );
+}
+
+#[test]
+fn sigint_on_server_tells_the_waiting_client_which_exits_0() {
+    let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
+    let mut live = start_client("live", port);
+    live.expect_line("Connected!");
+    let mut waiting = start_client("waiting", port);
+    waiting.expect_line("waiting in line (position 1).");
+    server.expect_line("[#2 127.0.0.1:");
+
+    server.interrupt();
+    waiting.wait_exit(TIMEOUT);
+    let waiting = waiting.finish();
+    assert_eq!(waiting.code(), 0, "{waiting:#?}");
+    assert!(
+        waiting.lines().contains(&SHUTDOWN_LINE),
+        "no shutdown line on stdout: {waiting:#?}"
+    );
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "server: {}", server.dump());
+}
+
+#[test]
+fn client_without_a_server_says_offline_and_exits_1() {
+    let port = free_port();
+    let client = run(&["client", "127.0.0.1", &port.to_string()], b"hi\n");
+    assert_eq!(client.code(), 1, "{client:#?}");
+    assert!(client.stderr.contains(OFFLINE), "{client:#?}");
+    assert!(!client.stdout.contains("Connected!"), "{client:#?}");
+}
+
+#[test]
+fn server_on_a_port_in_use_says_so_and_exits_1() {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = holder.local_addr().expect("local addr").port();
+    let server = run(&["server", "127.0.0.1", &port.to_string(), "--echo"], b"");
+    assert_eq!(server.code(), 1, "{server:#?}");
+    assert!(server.stderr.contains("already in use"), "{server:#?}");
+    drop(holder);
+}
+
+fn assert_usage_error(args: &[&str]) {
+    let done = run(args, b"");
+    assert_eq!(done.code(), 2, "{args:?}: {done:#?}");
+    assert!(done.stderr.starts_with("error: "), "{args:?}: {done:#?}");
+    assert!(done.stderr.contains(USAGE_HEAD), "{args:?}: {done:#?}");
+    assert!(
+        !done.stdout.contains("Trying to connect") && !done.stdout.contains("waiting for clients"),
+        "{args:?} started anyway: {done:#?}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_the_error_and_the_usage_on_stderr() {
+    for args in [
+        &["bogus"][..],
+        &["client", "--frobnicate"],
+        &["client", "127.0.0.1", "notaport"],
+        &["client", "--echo"],
+        &["server", "127.0.0.1", "0", "--workers", "0"],
+    ] {
+        assert_usage_error(args);
+    }
+}
+
+#[test]
+fn usage_error_without_host_says_only_the_error() {
+    assert_usage_error(&["server", "--workers", "0"]);
+}
+
+#[test]
+fn help_and_version_print_to_stdout_and_exit_0() {
+    let help = run(&["--help"], b"");
+    assert_eq!(help.code(), 0, "{help:#?}");
+    assert!(help.stdout.starts_with(USAGE_HEAD), "{help:#?}");
+    assert!(help.stdout.contains("--workers"), "{help:#?}");
+    assert!(help.stderr.is_empty(), "{help:#?}");
+
+    let version = run(&["-V"], b"");
+    assert_eq!(version.code(), 0, "{version:#?}");
+    assert!(
+        version
+            .stdout
+            .starts_with(&format!("client_server_chat {}", env!("CARGO_PKG_VERSION"))),
+        "{version:#?}"
+    );
+}
+
+#[test]
+fn utf8_survives_and_escape_sequences_are_defused_on_the_server() {
+    let (server, port) = start_server(&["--echo"]);
+    let client = run(
+        &["client", "127.0.0.1", &port.to_string()],
+        "café 日本 🎉\n\x1b[31mred\nend\n".as_bytes(),
+    );
+    assert_eq!(client.code(), 0, "{client:#?}");
+    assert!(
+        client.lines().contains(&"Received: café 日本 🎉"),
+        "{client:#?}"
+    );
+    assert!(!client.raw_stdout.contains(&0x1b), "{client:#?}");
+
+    let mut server = server;
+    assert_eq!(
+        server.expect_line("Received: caf"),
+        "[#1] Received: café 日本 🎉"
+    );
+    let red = server.expect_line("[31mred");
+    assert_eq!(red, "[#1] Received: ^[[31mred");
+    server.expect_line("left the chat");
+    let server = server.kill_and_collect();
+    assert!(
+        !server.raw_stdout.contains(&0x1b),
+        "ESC reached the server's stdout: {server:#?}"
+    );
+}
