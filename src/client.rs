@@ -118,6 +118,9 @@ fn converse(
         Event::TooLong { len, max } => out.line(&format!(
             "Not sent: the message is {len} bytes, over the server's limit of {max}."
         )),
+        Event::Unacknowledged => {
+            out.line("Not delivered: the server did not acknowledge your last message.")
+        }
     })
 }
 

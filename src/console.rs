@@ -153,26 +153,33 @@ impl Console {
     }
 
     fn slash_command(&self, command: &str) {
-        let mut words = command.splitn(3, ' ');
-        match (words.next().unwrap_or(""), words.next(), words.next()) {
-            ("help", None, None) => self.print_block(HELP),
-            ("list", None, None) => self.print_list(),
-            ("quit", None, None) => {
+        let (name, args) = command.split_once(' ').unwrap_or((command, ""));
+        let args = args.trim();
+        match name {
+            "help" | "list" | "quit" if !args.is_empty() => self
+                .out
+                .line(&format!("Error: /{name} takes no arguments; nothing was done.")),
+            "help" => self.print_block(HELP),
+            "list" => self.print_list(),
+            "quit" => {
                 self.out.line("Shutting down.");
                 self.server.shutdown();
             }
-            ("kick", Some(id), reason) => match id.parse::<u32>() {
-                Ok(id) => {
-                    let reason = reason.unwrap_or("kicked by the operator");
-                    if !self.server.kick(id, reason) {
-                        self.out.line(&format!("Error: there is no session #{id}."));
-                    }
+            "kick" => {
+                let (id, reason) = args.split_once(' ').unwrap_or((args, ""));
+                let reason = match reason.trim() {
+                    "" => "kicked by the operator",
+                    given => given,
+                };
+                match id.parse::<u32>() {
+                    Ok(id) if self.server.kick(id, reason) => {}
+                    Ok(id) => self.out.line(&format!("Error: there is no session #{id}.")),
+                    Err(_) => self.out.line("Error: write /kick N [REASON]."),
                 }
-                Err(_) => self.out.line("Error: write /kick N [REASON]."),
-            },
+            }
             _ => self.out.line(&format!(
                 "Error: unknown command '/{}'; nothing was sent. /help lists the commands, //TEXT sends '/TEXT'.",
-                sanitize(command.as_bytes())
+                sanitize(name.as_bytes())
             )),
         }
     }
@@ -387,6 +394,9 @@ impl Frontend for Arc<Console> {
                 let label = self.label(id);
                 match event {
                     Event::MyTurn => {}
+                    Event::Unacknowledged => self.out.line(&format!(
+                        "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
+                    )),
                     Event::Received(text) => self
                         .out
                         .line(&format!("[{label}] Received: {}", sanitize(text))),

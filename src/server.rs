@@ -528,7 +528,7 @@ fn chat(
             Event::Received(_) => {
                 live.received.fetch_add(1, Ordering::Relaxed);
             }
-            Event::TooLong { .. } => {}
+            Event::TooLong { .. } | Event::Unacknowledged => {}
         }
         frontend.event(ServerEvent::Session { id, event });
     });

@@ -84,6 +84,9 @@ pub enum Event<'a> {
         /// Round-trip time of the message and its ACK.
         rtt: Duration,
     },
+    /// The chat ended before the peer acknowledged the last message: it may never have been
+    /// read.
+    Unacknowledged,
     /// A message arrived (its ACK has already been sent).
     Received(&'a [u8]),
     /// The speaker's message is longer than the peer accepts; it was not sent.
@@ -410,17 +413,23 @@ impl Session {
                     });
                 }
                 Speech::Message(message) => {
-                    self.send(&Frame::Message(message))?;
-                    let sent_at = Instant::now();
-                    match self.recv(self.timeouts.idle, "ACK")? {
-                        Frame::Ack => {
+                    let acked = self.send(&Frame::Message(message)).and_then(|()| {
+                        let sent_at = Instant::now();
+                        let frame = self.recv(self.timeouts.idle, "ACK")?;
+                        Ok((frame, sent_at))
+                    });
+                    let fault = match acked {
+                        Ok((Frame::Ack, sent_at)) => {
                             events(Event::Acked {
                                 rtt: sent_at.elapsed(),
                             });
                             return Ok(Turn::Peer);
                         }
-                        other => return Err(self.terminal_or_unexpected(other)),
-                    }
+                        Ok((other, _)) => self.terminal_or_unexpected(other),
+                        Err(fault) => fault,
+                    };
+                    events(Event::Unacknowledged);
+                    return Err(fault);
                 }
                 Speech::End => {
                     self.send(&Frame::End)?;
