@@ -284,15 +284,16 @@ impl Server {
         }
         let config = &self.shared.config;
         let occupied = state.live.len() + state.waiting.len();
-        let Ok(notices) = stream.try_clone() else {
-            return true;
+        // Out of descriptors, the clone fails: the client is told, as when the line is full.
+        let notices = match stream.try_clone() {
+            Ok(notices) if occupied < config.workers + config.backlog => notices,
+            _ => {
+                drop(state);
+                turn_away(stream, &Frame::Full);
+                frontend.event(ServerEvent::Refused { peer });
+                return true;
+            }
         };
-        if occupied >= config.workers + config.backlog {
-            drop(state);
-            turn_away(stream, &Frame::Full);
-            frontend.event(ServerEvent::Refused { peer });
-            return true;
-        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         match jobs.try_send(Job { id, peer, stream }) {
             Ok(()) => {}

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::protocol::{Frame, FrameReader, ReadError, VERSION};
+// Reasons come from the peer and end up on a terminal: they are shown defused.
+use crate::term::sanitize;
 
 /// How often a side that waits for its [`Speaker`] checks whether the peer left or a stop came.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -198,9 +200,17 @@ impl fmt::Display for Ending {
             Ending::Stopped(StopReason::Kick(reason)) => write!(f, "Kicked: {reason}"),
             Ending::Stopped(StopReason::Interrupt) => write!(f, "Interrupted: the chat has ended."),
             Ending::ServerShutdown => write!(f, "The server is shutting down. The chat has ended."),
-            Ending::Kicked(reason) => write!(f, "The server removed you from the chat: {reason}"),
+            Ending::Kicked(reason) => write!(
+                f,
+                "The server removed you from the chat: {}",
+                sanitize(reason.as_bytes())
+            ),
             Ending::ServerFull => write!(f, "The server is full; try again later."),
-            Ending::PeerError(reason) => write!(f, "The other side reported an error: {reason}"),
+            Ending::PeerError(reason) => write!(
+                f,
+                "The other side reported an error: {}",
+                sanitize(reason.as_bytes())
+            ),
             Ending::Violation(reason) => write!(f, "Protocol error: {reason}"),
             Ending::TimedOut(reason) => write!(f, "Timed out: {reason}"),
             Ending::Io(e) => write!(f, "Connection error: {e}"),
