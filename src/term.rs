@@ -68,16 +68,21 @@ impl Terminal {
         }
     }
 
+    /// What takes a shown prompt away: erasing its line on a terminal, ending it in a pipe.
+    fn leave_prompt(&self) -> &'static str {
+        if self.stdout_is_tty {
+            "\r\x1b[2K"
+        } else {
+            "\n"
+        }
+    }
+
     /// Prints one line of the program's own, keeping any prompt below it.
     pub fn line(&self, text: &str) {
         let state = self.state.lock();
         let mut out = String::with_capacity(text.len() + 16);
         if state.prompt.is_some() {
-            out.push_str(if self.stdout_is_tty {
-                "\r\x1b[2K"
-            } else {
-                "\n"
-            });
+            out.push_str(self.leave_prompt());
         }
         out.push_str(text);
         out.push('\n');
@@ -95,11 +100,7 @@ impl Terminal {
         }
         let mut out = String::new();
         if state.prompt.is_some() {
-            out.push_str(if self.stdout_is_tty {
-                "\r\x1b[2K"
-            } else {
-                "\n"
-            });
+            out.push_str(self.leave_prompt());
         }
         out.push_str(prompt);
         write_out(&out);
@@ -110,11 +111,7 @@ impl Terminal {
     pub fn clear_prompt(&self) {
         let mut state = self.state.lock();
         if state.prompt.take().is_some() {
-            write_out(if self.stdout_is_tty {
-                "\r\x1b[2K"
-            } else {
-                "\n"
-            });
+            write_out(self.leave_prompt());
         }
     }
 
