@@ -57,6 +57,25 @@ fn client_says(server: &mut Proc, client: &mut Proc, label: &str, text: &str, pr
     server.expect_text(prompt);
 }
 
+/// Alice, Bob and Carol join and speak in that order, so all three wait for the operator.
+fn three_waiting_for_the_operator(server: &mut Proc, port: u16) -> [Proc; 3] {
+    let mut clients =
+        [("alice", 1), ("bob", 2), ("carol", 3)].map(|(name, id)| join(server, port, name, id).0);
+    let prompts = [
+        "Send to #1 alice: ",
+        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+2 waiting): ",
+    ];
+    for ((client, (label, text)), prompt) in clients
+        .iter_mut()
+        .zip([("#1 alice", "a1"), ("#2 bob", "b1"), ("#3 carol", "c1")])
+        .zip(prompts)
+    {
+        client_says(server, client, label, text, prompt);
+    }
+    clients
+}
+
 /// The operator types `text`; asserts that the console took it under `prompt` (the session it
 /// names is the one the line goes to). With stdin piped the line is echoed right after the
 /// prompt, so the echo is either `{prompt}{text}` or, when the caller has just awaited
@@ -117,31 +136,7 @@ fn finished(mut client: Proc) -> common::Finished {
 #[test]
 fn plain_lines_answer_the_longest_waiting_session_first() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (mut bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut bob,
-        "#2 bob",
-        "b1",
-        "Send to #1 alice (+1 waiting): ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+2 waiting): ",
-    );
+    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "to alice");
     delivered(&mut server, "#1 alice");
@@ -168,30 +163,7 @@ fn plain_lines_answer_the_longest_waiting_session_first() {
 #[test]
 fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (mut bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut bob,
-        "#2 bob",
-        "b1",
-        "Send to #1 alice (+1 waiting): ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+2 waiting): ",
-    );
+    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     // Carol is answered first, out of order.
     operator_types(
@@ -413,30 +385,7 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
 #[test]
 fn a_killed_client_owed_an_answer_is_reported_and_the_prompt_moves_on() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (mut bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut bob,
-        "#2 bob",
-        "b1",
-        "Send to #1 alice (+1 waiting): ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+2 waiting): ",
-    );
+    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     // SIGKILL: no END, just a closed connection. The operator types nothing.
     let killed_at = Instant::now();
@@ -723,30 +672,7 @@ fn a_reply_typed_just_after_the_client_died_is_reported_as_not_delivered() {
 #[test]
 fn end_as_an_answer_ends_only_that_chat() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (mut bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut bob,
-        "#2 bob",
-        "b1",
-        "Send to #1 alice (+1 waiting): ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+2 waiting): ",
-    );
+    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     // A plain `end` ends the chat with the longest-waiting, `@N end` the one named.
     operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "end");
