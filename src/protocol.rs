@@ -344,34 +344,41 @@ impl std::error::Error for ReadError {}
 /// follows it), so the buffer saves system calls as well as handling frames split across reads.
 #[derive(Debug)]
 pub struct FrameReader {
+    /// Bytes `start..end` are read and not yet handed out; the rest is room for the next read,
+    /// kept between reads so that it is not cleared again each time.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_message: usize,
 }
+
+/// The least a read asks for: a 4 KiB message and the frame after it come in one `read`.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameReader {
     /// A reader that accepts MESSAGE payloads of at most `max_message` bytes.
     pub fn new(max_message: usize) -> FrameReader {
         FrameReader {
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
             start: 0,
+            end: 0,
             max_message,
         }
     }
 
     /// True when part of a frame (or a whole one) has been read but not yet returned.
     pub fn has_buffered(&self) -> bool {
-        self.start < self.buf.len()
+        self.start < self.end
     }
 
     /// Returns the next frame already in the buffer, if there is a whole one.
     pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        match decode(&self.buf[self.start..], self.max_message)? {
+        match decode(&self.buf[self.start..self.end], self.max_message)? {
             Some((frame, used)) => {
                 self.start += used;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
+                if self.start == self.end {
                     self.start = 0;
+                    self.end = 0;
                 }
                 Ok(Some(frame))
             }
@@ -382,29 +389,29 @@ impl FrameReader {
     /// Reads once from `source` into the buffer; returns how many bytes came (0 at end of stream).
     ///
     /// The buffer grows only as far as the frame being read needs: at most a header plus the
-    /// payload limit, since [`decode`] refuses longer lengths first.
+    /// payload limit, and one read beyond it, since [`decode`] refuses longer lengths first.
     pub fn fill(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        // Read at least what completes the current frame, and a little more when it is small,
-        // since a frame is often followed by the next one.
         let want = self
             .bytes_wanted()
-            .clamp(4096, HEADER_LEN + self.max_message.max(4096));
-        let old = self.buf.len();
-        self.buf.resize(old + want, 0);
-        let result = source.read(&mut self.buf[old..]);
-        let got = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + got);
-        result
+            .max(READ_CHUNK)
+            .min(HEADER_LEN + self.max_message);
+        if self.buf.len() < self.end + want {
+            self.buf.resize(self.end + want, 0);
+        }
+        let got = source.read(&mut self.buf[self.end..self.end + want])?;
+        self.end += got;
+        Ok(got)
     }
 
     /// How many more bytes complete the frame at the front of the buffer (the rest of the header
     /// when that is not complete yet).
     fn bytes_wanted(&self) -> usize {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.start..self.end];
         match pending.get(1..HEADER_LEN) {
             Some(l) => {
                 let len = be_u32(l) as usize;

@@ -7,13 +7,13 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::protocol::{Frame, FrameReader, ReadError, VERSION};
+use crate::protocol::{Frame, FrameReader, ProtocolError, VERSION};
 // Reasons come from the peer and end up on a terminal: they are shown defused.
 use crate::term::sanitize;
 
@@ -49,8 +49,8 @@ pub trait Speaker {
     /// Waits at most `wait` for the next thing to say on this side's turn.
     fn next(&mut self, wait: Duration) -> Speech;
 
-    /// Called with each message received, after its ACK has gone out.
-    fn heard(&mut self, _message: &[u8]) {}
+    /// Given each message received, after its ACK has gone out and its event was reported.
+    fn heard(&mut self, _message: Vec<u8>) {}
 }
 
 /// Answers every message with the same bytes, as `server --echo` does.
@@ -71,8 +71,8 @@ impl Speaker for EchoSpeaker {
         }
     }
 
-    fn heard(&mut self, message: &[u8]) {
-        self.last = Some(message.to_vec());
+    fn heard(&mut self, message: Vec<u8>) {
+        self.last = Some(message);
     }
 }
 
@@ -301,11 +301,6 @@ impl Session {
         })
     }
 
-    /// The peer's address, if the socket still knows it.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
-    }
-
     /// Client side: says HELLO, then waits (reporting each place in line to `on_wait`) until the
     /// server welcomes it or turns it away.
     pub fn client_handshake(
@@ -315,7 +310,7 @@ impl Session {
     ) -> Result<Welcome, Ending> {
         let hello = Frame::Hello {
             version: VERSION,
-            max_message: u32::try_from(self.max_message).unwrap_or(u32::MAX),
+            max_message: self.wire_limit(),
             name: name.to_string(),
         };
         self.send(&hello).map_err(|e| self.fail(e))?;
@@ -375,7 +370,7 @@ impl Session {
         self.peer_max = hello.max_message;
         let welcome = Frame::Welcome {
             session_id,
-            max_message: u32::try_from(self.max_message).unwrap_or(u32::MAX),
+            max_message: self.wire_limit(),
             name: server_name.to_string(),
         };
         self.send(&welcome).map_err(|e| self.fail(e))?;
@@ -403,6 +398,11 @@ impl Session {
                 Err(fault) => return self.fail(fault),
             }
         }
+    }
+
+    /// This side's message limit as HELLO and WELCOME carry it.
+    fn wire_limit(&self) -> u32 {
+        u32::try_from(self.max_message).unwrap_or(u32::MAX)
     }
 
     fn my_turn(
@@ -459,7 +459,7 @@ impl Session {
             Frame::Message(message) => {
                 self.send(&Frame::Ack)?;
                 events(Event::Received(&message));
-                speaker.heard(&message);
+                speaker.heard(message);
                 Ok(Turn::Mine)
             }
             other => Err(self.terminal_or_unexpected(other)),
@@ -556,9 +556,7 @@ impl Session {
     fn closed(&self, mid_frame: bool) -> Fault {
         match self.stopper.reason() {
             Some(reason) => Fault::Stop(reason),
-            None if mid_frame => Fault::Violation(
-                ReadError::Protocol(crate::protocol::ProtocolError::Truncated).to_string(),
-            ),
+            None if mid_frame => Fault::Violation(ProtocolError::Truncated.to_string()),
             None => Fault::Done(Ending::PeerVanished),
         }
     }
