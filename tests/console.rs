@@ -385,7 +385,7 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
 #[test]
 fn a_killed_client_owed_an_answer_is_reported_and_the_prompt_moves_on() {
     let (mut server, port) = start_server(&[]);
-    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
+    let [alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     // SIGKILL: no END, just a closed connection. The operator types nothing.
     let killed_at = Instant::now();
@@ -672,7 +672,7 @@ fn a_reply_typed_just_after_the_client_died_is_reported_as_not_delivered() {
 #[test]
 fn end_as_an_answer_ends_only_that_chat() {
     let (mut server, port) = start_server(&[]);
-    let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
+    let [alice, mut bob, carol] = three_waiting_for_the_operator(&mut server, port);
 
     // A plain `end` ends the chat with the longest-waiting, `@N end` the one named.
     operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "end");
