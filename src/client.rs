@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::console::trim_line_end;
 use crate::error::Error;
 use crate::session::{
     Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn, Welcome,
 };
-use crate::term::{Terminal, sanitize};
+use crate::term::{Terminal, sanitize, trim_line_end};
 
 /// What `client` needs.
 #[derive(Debug, Clone)]

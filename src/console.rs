@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::error::Error;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
-use crate::term::{Terminal, sanitize};
+use crate::term::{Terminal, sanitize, trim_line_end};
 
 /// What `server` needs besides the server's own settings.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ impl Console {
             "help" | "list" | "quit" if !args.is_empty() => self
                 .out
                 .line(&format!("Error: /{name} takes no arguments; nothing was done.")),
-            "help" => self.print_block(HELP),
+            "help" => self.out.line(HELP),
             "list" => self.print_list(),
             "quit" => {
                 self.out.line("Shutting down.");
@@ -225,9 +225,13 @@ impl Console {
         routes.waiting.retain(|&w| w != id);
         drop(routes);
         if !delivered {
-            self.out
-                .line(&format!("[{label}] Not delivered: the chat has ended."));
+            self.report_undelivered(&label);
         }
+    }
+
+    fn report_undelivered(&self, label: &str) {
+        self.out
+            .line(&format!("[{label}] Not delivered: the chat has ended."));
     }
 
     fn print_list(&self) {
@@ -260,13 +264,7 @@ impl Console {
                 format_duration(w.waited)
             ));
         }
-        self.print_block(&text);
-    }
-
-    fn print_block(&self, text: &str) {
-        for line in text.lines() {
-            self.out.line(line);
-        }
+        self.out.line(&text);
     }
 
     /// The prompt for the longest-waiting session, if any session waits.
@@ -351,9 +349,7 @@ impl Drop for OperatorSpeaker {
         drop(routes);
         if let Ok(Speech::Message(_)) = self.inbox.try_recv() {
             let label = self.console.label(self.id);
-            self.console
-                .out
-                .line(&format!("[{label}] Not delivered: the chat has ended."));
+            self.console.report_undelivered(&label);
         }
     }
 }
@@ -400,13 +396,10 @@ impl Frontend for Arc<Console> {
                     Event::Received(text) => self
                         .out
                         .line(&format!("[{label}] Received: {}", sanitize(text))),
-                    Event::Acked { rtt } => {
-                        self.out.line(&format!("[{label}] Message Received"));
-                        self.out.line(&format!(
-                            "[{label}] Roundtrip time: {:.6}s",
-                            rtt.as_secs_f64()
-                        ));
-                    }
+                    Event::Acked { rtt } => self.out.line(&format!(
+                        "[{label}] Message Received\n[{label}] Roundtrip time: {:.6}s",
+                        rtt.as_secs_f64()
+                    )),
                     Event::TooLong { len, max } => self.out.line(&format!(
                         "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
                     )),
@@ -451,15 +444,5 @@ fn format_duration(d: Duration) -> String {
         format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
     } else {
         format!("{}m{:02}s", secs / 60, secs % 60)
-    }
-}
-
-/// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
-pub fn trim_line_end(line: &mut Vec<u8>) {
-    if line.last() == Some(&b'\n') {
-        line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
     }
 }

@@ -279,30 +279,30 @@ impl Server {
         let _ = stream.set_write_timeout(Some(NOTICE_TIMEOUT));
         let mut state = self.shared.state.lock();
         if state.shutting_down {
-            turn_away(stream, &Frame::Shutdown);
+            turn_away(&stream, &Frame::Shutdown);
             return false;
         }
         let config = &self.shared.config;
         let occupied = state.live.len() + state.waiting.len();
         // Out of descriptors, the clone fails: the client is told, as when the line is full.
+        let refuse = |stream: &TcpStream| {
+            turn_away(stream, &Frame::Full);
+            frontend.event(ServerEvent::Refused { peer });
+            true
+        };
         let notices = match stream.try_clone() {
             Ok(notices) if occupied < config.workers + config.backlog => notices,
             _ => {
                 drop(state);
-                turn_away(stream, &Frame::Full);
-                frontend.event(ServerEvent::Refused { peer });
-                return true;
+                return refuse(&stream);
             }
         };
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        match jobs.try_send(Job { id, peer, stream }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                drop(state);
-                turn_away(job.stream, &Frame::Full);
-                frontend.event(ServerEvent::Refused { peer });
-                return true;
-            }
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+            jobs.try_send(Job { id, peer, stream })
+        {
+            drop(state);
+            return refuse(&job.stream);
         }
         state.waiting.push_back(Queued {
             id,
@@ -344,8 +344,7 @@ impl ServerHandle {
         }
         state.shutting_down = true;
         for queued in state.waiting.drain(..) {
-            notify(&queued.notices, &Frame::Shutdown);
-            close_quietly(&queued.notices);
+            turn_away(&queued.notices, &Frame::Shutdown);
         }
         for live in state.live.values() {
             live.stopper.stop(StopReason::Shutdown);
@@ -421,9 +420,9 @@ fn notify(mut stream: &TcpStream, frame: &Frame) {
 }
 
 /// Sends a last notice and closes without blocking the caller.
-fn turn_away(stream: TcpStream, frame: &Frame) {
-    notify(&stream, frame);
-    close_quietly(&stream);
+fn turn_away(stream: &TcpStream, frame: &Frame) {
+    notify(stream, frame);
+    close_quietly(stream);
 }
 
 /// Ends our side of a connection that was sent its last notice.

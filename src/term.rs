@@ -132,6 +132,16 @@ fn write_out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
+pub fn trim_line_end(line: &mut Vec<u8>) {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::sanitize;
