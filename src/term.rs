@@ -47,14 +47,10 @@ pub fn sanitize(bytes: &[u8]) -> String {
 /// ended first, so each line in a log stays whole.
 #[derive(Debug)]
 pub struct Terminal {
-    state: Mutex<PromptState>,
+    /// The prompt on screen now, if any.
+    prompt: Mutex<Option<String>>,
     stdout_is_tty: bool,
     echo_input: bool,
-}
-
-#[derive(Debug, Default)]
-struct PromptState {
-    prompt: Option<String>,
 }
 
 impl Terminal {
@@ -62,7 +58,7 @@ impl Terminal {
     /// not a terminal (nobody else would show it, and the transcript should read the same).
     pub fn stdout() -> Terminal {
         Terminal {
-            state: Mutex::new(PromptState::default()),
+            prompt: Mutex::new(None),
             stdout_is_tty: io::stdout().is_terminal(),
             echo_input: !io::stdin().is_terminal(),
         }
@@ -79,14 +75,14 @@ impl Terminal {
 
     /// Prints one line of the program's own, keeping any prompt below it.
     pub fn line(&self, text: &str) {
-        let state = self.state.lock();
+        let shown = self.prompt.lock();
         let mut out = String::with_capacity(text.len() + 16);
-        if state.prompt.is_some() {
+        if shown.is_some() {
             out.push_str(self.leave_prompt());
         }
         out.push_str(text);
         out.push('\n');
-        if let Some(prompt) = &state.prompt {
+        if let Some(prompt) = shown.as_deref() {
             out.push_str(prompt);
         }
         write_out(&out);
@@ -94,23 +90,24 @@ impl Terminal {
 
     /// Shows `prompt` (replacing any prompt shown now) and keeps it until input is taken.
     pub fn prompt(&self, prompt: &str) {
-        let mut state = self.state.lock();
-        if state.prompt.as_deref() == Some(prompt) {
+        let mut shown = self.prompt.lock();
+        if shown.as_deref() == Some(prompt) {
             return;
         }
         let mut out = String::new();
-        if state.prompt.is_some() {
+        if shown.is_some() {
             out.push_str(self.leave_prompt());
         }
         out.push_str(prompt);
         write_out(&out);
-        state.prompt = Some(prompt.to_string());
+        *shown = Some(prompt.to_string());
     }
 
     /// Takes the prompt away without printing anything.
     pub fn clear_prompt(&self) {
-        let mut state = self.state.lock();
-        if state.prompt.take().is_some() {
+        // The lock is held while writing, so that no other line comes between.
+        let mut shown = self.prompt.lock();
+        if shown.take().is_some() {
             write_out(self.leave_prompt());
         }
     }
@@ -118,8 +115,8 @@ impl Terminal {
     /// The user's line was taken: the prompt is done. Echoes the line when stdin is not a
     /// terminal; on a terminal the user's own typing and Enter are already on screen.
     pub fn input_taken(&self, line: &[u8]) {
-        let mut state = self.state.lock();
-        if state.prompt.take().is_some() && self.echo_input {
+        let mut shown = self.prompt.lock();
+        if shown.take().is_some() && self.echo_input {
             write_out(&format!("{}\n", sanitize(line)));
         }
     }
