@@ -57,6 +57,13 @@ fn client_says(server: &mut Proc, client: &mut Proc, label: &str, text: &str, pr
     server.expect_text(prompt);
 }
 
+/// Alice joins and speaks, so she waits for the operator.
+fn alice_waiting_for_the_operator(server: &mut Proc, port: u16) -> Proc {
+    let (mut alice, _) = join(server, port, "alice", 1);
+    client_says(server, &mut alice, "#1 alice", "a1", "Send to #1 alice: ");
+    alice
+}
+
 /// Alice, Bob and Carol join and speak in that order, so all three wait for the operator.
 fn three_waiting_for_the_operator(server: &mut Proc, port: u16) -> [Proc; 3] {
     let mut clients =
@@ -465,14 +472,7 @@ fn a_reply_to_a_departed_session_is_refused_not_lost() {
 #[test]
 fn unknown_commands_send_nothing_and_double_slash_sends_a_slash() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
+    let mut alice = alice_waiting_for_the_operator(&mut server, port);
 
     operator_types(&mut server, "Send to #1 alice: ", "/frobnicate now");
     let error = server.expect_line("Error:");
@@ -493,19 +493,15 @@ fn unknown_commands_send_nothing_and_double_slash_sends_a_slash() {
 #[test]
 fn kick_without_a_number_explains_its_usage() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
+    let mut alice = alice_waiting_for_the_operator(&mut server, port);
     operator_types(&mut server, "Send to #1 alice: ", "/kick");
     assert_eq!(
         server.expect_line("Error:"),
         "Error: write /kick N [REASON]."
     );
+    // Nothing was sent and nobody was kicked: Alice still waits and gets the next line.
+    operator_types(&mut server, "Send to #1 alice: ", "still served");
+    assert_eq!(next_received(&mut alice), "Received: still served");
 }
 
 /// Three clients in three states (Alice owed an answer, Bob silent on his own turn, Carol on her
@@ -642,14 +638,7 @@ fn a_client_beyond_workers_and_backlog_is_refused_and_the_operator_sees_it() {
 #[test]
 fn a_reply_typed_just_after_the_client_died_is_reported_as_not_delivered() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
+    let alice = alice_waiting_for_the_operator(&mut server, port);
 
     // Alice is gone before the operator's line is typed; the server may not have noticed yet.
     let alice = alice.kill_and_collect();
