@@ -110,6 +110,11 @@ fn options() -> Options {
         "echo",
         "server: answer every message with itself, without an operator",
     );
+    o.optflag(
+        "",
+        "legacy",
+        "client: speak the original OCaml program's line protocol, to an original server",
+    );
     o
 }
 
@@ -162,12 +167,23 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
             "unknown mode '{mode}': say `server` or `client`"
         )));
     }
+    let legacy = matches.opt_present("legacy");
     if !server {
         for flag in ["workers", "backlog", "echo"] {
             if matches.opt_present(flag) {
                 return Err(Error::Usage(format!("--{flag} is a server option")));
             }
         }
+    } else if legacy {
+        return Err(Error::Usage(
+            "--legacy is a client option: the server tells the two protocols apart by itself"
+                .into(),
+        ));
+    }
+    if legacy && matches.opt_present("name") {
+        return Err(Error::Usage(
+            "--name cannot go with --legacy: the original protocol carries no names".into(),
+        ));
     }
     let host_given = host.is_some();
     let host = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
@@ -199,6 +215,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
             name,
             max_message,
             timeouts,
+            legacy,
         };
         return Ok((Command::Client(config), notice));
     }

@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::error::Error;
 use crate::session::{
-    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn, Welcome,
+    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
 };
 use crate::term::{Terminal, sanitize, trim_line_end};
 
@@ -25,6 +25,8 @@ pub struct ClientConfig {
     pub max_message: usize,
     /// Limits on a slow server.
     pub timeouts: Timeouts,
+    /// Speak the original program's line protocol (no handshake, no name, no notices).
+    pub legacy: bool,
 }
 
 /// One line of the user's input, or its end.
@@ -64,16 +66,29 @@ pub fn chat(
     out: &Terminal,
 ) -> Result<(), Error> {
     let mut session = Session::new(stream, config.max_message, config.timeouts, stopper)?;
-    let handshake = session.client_handshake(&config.name, &mut |position| {
-        out.line(&format!(
-            "All workers are busy: you are waiting in line (position {position})."
-        ))
-    });
-    // A server that shuts down (or an operator who kicks) while we wait in line ends the
-    // chat as politely as it would end a running one.
-    let ending = match handshake {
-        Ok(welcome) => converse(&mut session, &welcome, inbox, out),
-        Err(ending) => ending,
+    let ending = if config.legacy {
+        session.speak_legacy();
+        out.line("Connected! (speaking the original line protocol)");
+        converse(&mut session, "", inbox, out)
+    } else {
+        let handshake = session.client_handshake(&config.name, &mut |position| {
+            out.line(&format!(
+                "All workers are busy: you are waiting in line (position {position})."
+            ))
+        });
+        // A server that shuts down (or an operator who kicks) while we wait in line ends the
+        // chat as politely as it would end a running one.
+        match handshake {
+            Ok(welcome) => {
+                out.line("Connected!");
+                let server = sanitize(welcome.server_name.as_bytes());
+                if !server.is_empty() {
+                    out.line(&format!("You are #{} on {server}.", welcome.session_id));
+                }
+                converse(&mut session, &server, inbox, out)
+            }
+            Err(ending) => ending,
+        }
     };
     out.clear_prompt();
     match ending {
@@ -89,18 +104,13 @@ pub fn chat(
     }
 }
 
-/// The chat itself, from the welcome to the end.
+/// The chat itself, once connected; `server` is the server's name, made safe to print.
 fn converse(
     session: &mut Session,
-    welcome: &Welcome,
+    server: &str,
     inbox: &Receiver<Input>,
     out: &Terminal,
 ) -> Ending {
-    out.line("Connected!");
-    let server = sanitize(welcome.server_name.as_bytes());
-    if !server.is_empty() {
-        out.line(&format!("You are #{} on {server}.", welcome.session_id));
-    }
     let received_prefix = if server.is_empty() {
         "Received: ".to_string()
     } else {
@@ -117,6 +127,7 @@ fn converse(
         Event::TooLong { len, max } => out.line(&format!(
             "Not sent: the message is {len} bytes, over the server's limit of {max}."
         )),
+        Event::Unsendable(why) => out.line(&format!("Not sent: {why}.")),
         Event::Unacknowledged => {
             out.line("Not delivered: the server did not acknowledge your last message.")
         }

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::Error;
+use crate::protocol::Dialect;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
 use crate::term::{Terminal, sanitize, trim_line_end};
@@ -239,14 +240,9 @@ impl Console {
         let waiting = self.server.waiting();
         let mut text = format!("{} session(s):", sessions.len());
         for s in &sessions {
-            let name = if s.name.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", sanitize(s.name.as_bytes()))
-            };
             text.push_str(&format!(
-                "\n  #{}{name} {} turn={} sent={} received={} connected={}",
-                s.id,
+                "\n  {} {} turn={} sent={} received={} connected={}",
+                session_label(s.id, &s.name, s.dialect),
                 s.peer,
                 if s.servers_turn { "yours" } else { "theirs" },
                 s.sent,
@@ -371,12 +367,13 @@ impl Frontend for Arc<Console> {
             ServerEvent::Refused { peer } => self
                 .out
                 .line(&format!("[{peer}] Refused: the server is full.")),
-            ServerEvent::Connected { id, peer, name } => {
-                let label = if name.is_empty() {
-                    format!("#{id}")
-                } else {
-                    format!("#{id} {}", sanitize(name.as_bytes()))
-                };
+            ServerEvent::Connected {
+                id,
+                peer,
+                name,
+                dialect,
+            } => {
+                let label = session_label(id, name, dialect);
                 self.routes.lock().sessions.insert(
                     id,
                     Route {
@@ -384,7 +381,12 @@ impl Frontend for Arc<Console> {
                         replies: None,
                     },
                 );
-                self.out.line(&format!("[{label} {peer}] Connected."));
+                self.out.line(&match dialect {
+                    Dialect::Frames => format!("[{label} {peer}] Connected."),
+                    Dialect::Legacy => {
+                        format!("[{label} {peer}] Connected, speaking the original line protocol.")
+                    }
+                });
             }
             ServerEvent::Session { id, event } => {
                 let label = self.label(id);
@@ -403,6 +405,7 @@ impl Frontend for Arc<Console> {
                     Event::TooLong { len, max } => self.out.line(&format!(
                         "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
                     )),
+                    Event::Unsendable(why) => self.out.line(&format!("[{label}] Not sent: {why}.")),
                 }
             }
             ServerEvent::Ended {
@@ -423,6 +426,16 @@ impl Frontend for Arc<Console> {
                 }
             }
         }
+    }
+}
+
+/// How the operator sees a session named: `#N`, `#N name`, and `#N (legacy)` for a client of the
+/// original protocol, which has no name.
+fn session_label(id: u32, name: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Legacy => format!("#{id} (legacy)"),
+        Dialect::Frames if name.is_empty() => format!("#{id}"),
+        Dialect::Frames => format!("#{id} {}", sanitize(name.as_bytes())),
     }
 }
 

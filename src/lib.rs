@@ -2,7 +2,8 @@
 //! acknowledged at once and the sender sees its round-trip time.
 //!
 //! The library holds everything; the binary only calls [`cli::main`]. The layers, from the wire
-//! up: [`protocol`] (frames, no I/O of its own), [`session`] (one connection's turns, no
+//! up: [`protocol`] (frames, no I/O of its own) and [`legacy`] (the original program's lines as
+//! frames), [`session`] (one connection's turns, no
 //! printing), [`pool`] and [`server`] (many sessions on a fixed pool), and the two terminal
 //! front-ends, [`console`] for the server's operator and [`client`].
 //!
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod legacy;
 pub mod pool;
 pub mod protocol;
 pub mod server;

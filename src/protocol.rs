@@ -8,6 +8,8 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use crate::legacy;
+
 /// The protocol version this build speaks and the only one it accepts.
 pub const VERSION: u8 = 1;
 /// The first bytes of every HELLO payload, so that a stray connection is told apart from a client.
@@ -21,6 +23,38 @@ pub const MAX_NAME: usize = 64;
 /// Default for `--max-message`.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
+/// The two protocols a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// This crate's frames, opened by HELLO.
+    Frames,
+    /// The original OCaml program's lines (see [`crate::legacy`]).
+    Legacy,
+}
+
+/// What a server makes of a connection's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Too few bytes yet to tell.
+    Undecided,
+    /// The client speaks this protocol.
+    Speaks(Dialect),
+    /// Neither protocol begins this way (someone typing into netcat, a browser).
+    Stranger,
+}
+
+/// Tells the protocol of a new connection from its first bytes: a frame type byte means ours
+/// (a frame other than HELLO then gets the usual ERROR), `msg: ` means the original's.
+pub fn identify(first: &[u8]) -> Opening {
+    match first.first() {
+        None => Opening::Undecided,
+        Some(kind::HELLO..=kind::LAST) => Opening::Speaks(Dialect::Frames),
+        Some(_) if first.starts_with(legacy::MESSAGE_PREFIX) => Opening::Speaks(Dialect::Legacy),
+        Some(_) if legacy::MESSAGE_PREFIX.starts_with(first) => Opening::Undecided,
+        Some(_) => Opening::Stranger,
+    }
+}
+
 /// Frame type bytes, as they appear on the wire.
 mod kind {
     pub const HELLO: u8 = 0x01;
@@ -33,6 +67,8 @@ mod kind {
     pub const SHUTDOWN: u8 = 0x08;
     pub const ERROR: u8 = 0x09;
     pub const KICKED: u8 = 0x0A;
+    /// The highest type byte this version knows.
+    pub const LAST: u8 = KICKED;
 }
 
 /// One unit of the protocol.
@@ -195,6 +231,8 @@ pub enum ProtocolError {
     },
     /// The connection closed in the middle of a frame.
     Truncated,
+    /// A legacy peer sent a line that is neither part of a message nor the ACK line.
+    BadLine,
 }
 
 impl fmt::Display for ProtocolError {
@@ -209,6 +247,10 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::BadPayload { frame, why } => write!(f, "malformed {frame} frame: {why}"),
             ProtocolError::Truncated => write!(f, "the connection closed in the middle of a frame"),
+            ProtocolError::BadLine => write!(
+                f,
+                "a line that is neither `msg: ` text nor `ack: Message Received`"
+            ),
         }
     }
 }
@@ -350,6 +392,9 @@ pub struct FrameReader {
     start: usize,
     end: usize,
     max_message: usize,
+    dialect: Dialect,
+    /// For a legacy message: how much of it has been searched for its end already.
+    searched: usize,
 }
 
 /// The least a read asks for: a 4 KiB message and the frame after it come in one `read`.
@@ -363,7 +408,19 @@ impl FrameReader {
             start: 0,
             end: 0,
             max_message,
+            dialect: Dialect::Frames,
+            searched: 0,
         }
+    }
+
+    /// Reads `dialect` from now on (a server learns it from the first bytes).
+    pub fn set_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+    }
+
+    /// The bytes read and not yet handed out as frames.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
     /// True when part of a frame (or a whole one) has been read but not yet returned.
@@ -373,7 +430,12 @@ impl FrameReader {
 
     /// Returns the next frame already in the buffer, if there is a whole one.
     pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        match decode(&self.buf[self.start..self.end], self.max_message)? {
+        let pending = &self.buf[self.start..self.end];
+        let decoded = match self.dialect {
+            Dialect::Frames => decode(pending, self.max_message),
+            Dialect::Legacy => legacy::decode(pending, self.max_message, &mut self.searched),
+        };
+        match decoded? {
             Some((frame, used)) => {
                 self.start += used;
                 if self.start == self.end {
@@ -389,17 +451,23 @@ impl FrameReader {
     /// Reads once from `source` into the buffer; returns how many bytes came (0 at end of stream).
     ///
     /// The buffer grows only as far as the frame being read needs: at most a header plus the
-    /// payload limit, and one read beyond it, since [`decode`] refuses longer lengths first.
+    /// payload limit, and one read beyond it, since [`decode`] refuses longer lengths first
+    /// (and the legacy decoder a longer text).
     pub fn fill(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let want = self
-            .bytes_wanted()
-            .max(READ_CHUNK)
-            .min(HEADER_LEN + self.max_message);
+        let want = match self.dialect {
+            Dialect::Frames => self
+                .bytes_wanted()
+                .max(READ_CHUNK)
+                .min(HEADER_LEN + self.max_message),
+            // A legacy message says nothing of its length: read in chunks, bounded all the
+            // same, since the decoder refuses a text that grows past the limit.
+            Dialect::Legacy => READ_CHUNK.min(legacy::OVERHEAD + self.max_message),
+        };
         if self.buf.len() < self.end + want {
             self.buf.resize(self.end + want, 0);
         }

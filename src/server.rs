@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::pool::WorkerPool;
-use crate::protocol::Frame;
+use crate::protocol::{Dialect, Frame, Opening, identify};
 use crate::session::{Ending, Event, Session, Speaker, StopReason, Stopper, Timeouts, Turn};
 
 /// How long shutdown waits for sessions to say goodbye before it closes their sockets outright.
@@ -24,6 +24,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// How long a notice to a waiting client may block the server.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the acceptor waits for the first byte of a client that will have to wait in line,
+/// to learn whether it may be sent WAITING notices. Our client sends HELLO the moment it is
+/// connected, so its first byte is here at once; only a silent or legacy client costs the wait.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(100);
 
 /// Everything the server needs besides its address.
 #[derive(Debug, Clone)]
@@ -77,6 +82,8 @@ pub enum ServerEvent<'a> {
         peer: SocketAddr,
         /// The name the client gave (may be empty).
         name: &'a str,
+        /// The protocol the client speaks.
+        dialect: Dialect,
     },
     /// Something happened in a running chat.
     Session {
@@ -111,6 +118,7 @@ pub trait Frontend: Send + Sync + 'static {
 struct Live {
     peer: SocketAddr,
     name: Mutex<String>,
+    dialect: Mutex<Dialect>,
     since: Instant,
     stopper: Arc<Stopper>,
     sent: AtomicU64,
@@ -127,6 +135,20 @@ struct Queued {
     /// A clone of the stream, for WAITING and SHUTDOWN notices.
     notices: TcpStream,
     last_position: u32,
+    /// Whether the client has shown that it speaks our frames; unknown until its first byte.
+    /// Only such a client is sent notices: to a legacy client they would be noise in its lines.
+    speaks_frames: Option<bool>,
+}
+
+impl Queued {
+    /// True once the client is known to speak our frames; looks again, without waiting, while
+    /// that is unknown.
+    fn speaks_frames(&mut self) -> bool {
+        if self.speaks_frames.is_none() {
+            self.speaks_frames = first_byte_is_a_frame(&self.notices, None);
+        }
+        self.speaks_frames == Some(true)
+    }
 }
 
 /// A connection on its way to a worker.
@@ -161,6 +183,8 @@ pub struct SessionSummary {
     pub name: String,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The protocol the client speaks.
+    pub dialect: Dialect,
     /// True when it is the server's turn to answer.
     pub servers_turn: bool,
     /// Messages sent to the client.
@@ -277,12 +301,21 @@ impl Server {
         };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(NOTICE_TIMEOUT));
+        let config = &self.shared.config;
+        let must_wait = {
+            let state = self.shared.state.lock();
+            state.live.len() + state.waiting.len() >= config.workers
+        };
+        let speaks_frames = if must_wait {
+            first_byte_is_a_frame(&stream, Some(FIRST_BYTE_WAIT))
+        } else {
+            None
+        };
         let mut state = self.shared.state.lock();
         if state.shutting_down {
             turn_away(&stream, &Frame::Shutdown);
             return false;
         }
-        let config = &self.shared.config;
         let occupied = state.live.len() + state.waiting.len();
         // Out of descriptors, the clone fails: the client is told, as when the line is full.
         let refuse = |stream: &TcpStream| {
@@ -310,6 +343,7 @@ impl Server {
             since: Instant::now(),
             notices,
             last_position: 0,
+            speaks_frames,
         });
         let position = update_positions(&mut state, config.workers);
         drop(state);
@@ -343,8 +377,11 @@ impl ServerHandle {
             return;
         }
         state.shutting_down = true;
-        for queued in state.waiting.drain(..) {
-            turn_away(&queued.notices, &Frame::Shutdown);
+        for mut queued in state.waiting.drain(..) {
+            if queued.speaks_frames() {
+                notify(&queued.notices, &Frame::Shutdown);
+            }
+            close_quietly(&queued.notices);
         }
         for live in state.live.values() {
             live.stopper.stop(StopReason::Shutdown);
@@ -369,6 +406,7 @@ impl ServerHandle {
                 id,
                 name: live.name.lock().clone(),
                 peer: live.peer,
+                dialect: *live.dialect.lock(),
                 servers_turn: live.my_turn.load(Ordering::Relaxed),
                 sent: live.sent.load(Ordering::Relaxed),
                 received: live.received.load(Ordering::Relaxed),
@@ -438,6 +476,28 @@ fn close_quietly(stream: &TcpStream) {
     }
 }
 
+/// Whether the client's first byte (already here, or within `wait`) opens a frame; `None` while
+/// nothing has come. Peeking leaves the byte for the session that will read it.
+fn first_byte_is_a_frame(stream: &TcpStream, wait: Option<Duration>) -> Option<bool> {
+    let mut first = [0u8; 1];
+    let peeked = match wait {
+        Some(wait) => stream
+            .set_read_timeout(Some(wait))
+            .and_then(|()| stream.peek(&mut first)),
+        None => stream.set_nonblocking(true).and_then(|()| {
+            let peeked = stream.peek(&mut first);
+            stream.set_nonblocking(false)?;
+            peeked
+        }),
+    };
+    match peeked {
+        // A client that has already closed needs no notices.
+        Ok(0) => Some(false),
+        Ok(_) => Some(matches!(identify(&first), Opening::Speaks(Dialect::Frames))),
+        Err(_) => None,
+    }
+}
+
 /// Tells each waiting client its place in line when it changed; returns the place of the last
 /// one (the newest), if it has to wait at all.
 fn update_positions(state: &mut State, workers: usize) -> Option<u32> {
@@ -447,7 +507,7 @@ fn update_positions(state: &mut State, workers: usize) -> Option<u32> {
         let position = (busy + index + 1).saturating_sub(workers);
         let position = u32::try_from(position).unwrap_or(u32::MAX);
         newest = (position > 0).then_some(position);
-        if position > 0 && position != queued.last_position {
+        if position > 0 && position != queued.last_position && queued.speaks_frames() {
             notify(&queued.notices, &Frame::Waiting { position });
         }
         queued.last_position = position;
@@ -464,6 +524,7 @@ fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
     let live = Arc::new(Live {
         peer,
         name: Mutex::new(String::new()),
+        dialect: Mutex::new(Dialect::Frames),
         since: Instant::now(),
         stopper: Arc::clone(&stopper),
         sent: AtomicU64::new(0),
@@ -512,10 +573,12 @@ fn chat(
         Err(ending) => return Some((false, ending)),
     };
     *live.name.lock() = hello.name.clone();
+    *live.dialect.lock() = hello.dialect;
     frontend.event(ServerEvent::Connected {
         id,
         peer: live.peer,
         name: &hello.name,
+        dialect: hello.dialect,
     });
     let mut speaker = frontend.speaker(id);
     let ending = session.run(Turn::Peer, speaker.as_mut(), &mut |event| {
@@ -528,7 +591,7 @@ fn chat(
             Event::Received(_) => {
                 live.received.fetch_add(1, Ordering::Relaxed);
             }
-            Event::TooLong { .. } | Event::Unacknowledged => {}
+            Event::TooLong { .. } | Event::Unsendable(_) | Event::Unacknowledged => {}
         }
         frontend.event(ServerEvent::Session { id, event });
     });

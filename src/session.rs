@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::protocol::{Frame, FrameReader, ProtocolError, VERSION};
+use crate::legacy;
+use crate::protocol::{Dialect, Frame, FrameReader, Opening, ProtocolError, VERSION};
 // Reasons come from the peer and end up on a terminal: they are shown defused.
 use crate::term::sanitize;
 
@@ -98,6 +99,8 @@ pub enum Event<'a> {
         /// The peer's limit.
         max: usize,
     },
+    /// The speaker's message cannot travel in the peer's protocol (why); it was not sent.
+    Unsendable(&'static str),
 }
 
 /// Why another thread ends a session.
@@ -239,11 +242,18 @@ impl Default for Timeouts {
 /// The client's HELLO, once the server has read and accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
-    /// The client's name (may be empty).
+    /// The client's name (may be empty; a legacy client has none).
     pub name: String,
     /// Largest message the client accepts.
     pub max_message: usize,
+    /// The protocol the client speaks; a legacy client's HELLO is its first message.
+    pub dialect: Dialect,
 }
+
+/// The line a connection that speaks neither protocol is sent before it is closed.
+pub const STRANGER_NOTICE: &str = "This is a client_server_chat server. It speaks the \
+client_server_chat protocol (see its PROTOCOL.md) and the original line protocol \
+(\"msg: <text>\" and an empty line). Connect with: client_server_chat client HOST PORT\n";
 
 /// The server's WELCOME, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +281,7 @@ pub struct Session {
     peer_max: usize,
     /// True once this is known to be the server's end, which may not receive server notices.
     is_server: bool,
+    dialect: Dialect,
     stopper: Arc<Stopper>,
 }
 
@@ -297,6 +308,7 @@ impl Session {
             max_message,
             peer_max: max_message,
             is_server: false,
+            dialect: Dialect::Frames,
             stopper,
         })
     }
@@ -335,14 +347,38 @@ impl Session {
         }
     }
 
-    /// Server side: reads the client's HELLO within the handshake timeout, checks its version and
-    /// answers WELCOME with this session's number.
+    /// Client side, instead of the handshake: speaks the original line protocol from now on, to
+    /// an original server (which has no handshake; the client's first message opens the chat).
+    pub fn speak_legacy(&mut self) {
+        self.set_dialect(Dialect::Legacy);
+    }
+
+    fn set_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+        self.reader.set_dialect(dialect);
+    }
+
+    /// Server side: tells from the first bytes which protocol the client speaks, all within the
+    /// handshake timeout. A client of ours must send HELLO, whose version is checked and which is
+    /// answered with WELCOME and this session's number; a legacy client's first message is left
+    /// for [`Session::run`]. A connection that speaks neither is sent [`STRANGER_NOTICE`].
     pub fn server_handshake(
         &mut self,
         session_id: u32,
         server_name: &str,
     ) -> Result<Hello, Ending> {
         self.is_server = true;
+        match self.identify().map_err(|e| self.fail(e))? {
+            Dialect::Frames => {}
+            Dialect::Legacy => {
+                self.set_dialect(Dialect::Legacy);
+                return Ok(Hello {
+                    name: String::new(),
+                    max_message: self.max_message,
+                    dialect: Dialect::Legacy,
+                });
+            }
+        }
         let frame = self.recv(Some(self.timeouts.handshake), "handshake");
         let hello = match frame.map_err(|e| self.fail(e))? {
             Frame::Hello {
@@ -358,6 +394,7 @@ impl Session {
                 Hello {
                     name,
                     max_message: max_message as usize,
+                    dialect: Dialect::Frames,
                 }
             }
             other => {
@@ -400,6 +437,24 @@ impl Session {
         }
     }
 
+    /// Waits for enough of the client's first bytes to tell its protocol.
+    fn identify(&mut self) -> Result<Dialect, Fault> {
+        loop {
+            match crate::protocol::identify(self.reader.buffered()) {
+                Opening::Speaks(dialect) => return Ok(dialect),
+                Opening::Stranger => {
+                    let first =
+                        sanitize(&self.reader.buffered()[..8.min(self.reader.buffered().len())]);
+                    let _ = self.stream.write_all(STRANGER_NOTICE.as_bytes());
+                    return Err(Fault::Done(Ending::Violation(format!(
+                        "speaks neither protocol (it began with \"{first}\"); it was told what this server speaks"
+                    ))));
+                }
+                Opening::Undecided => self.read_more(Some(self.timeouts.handshake), "handshake")?,
+            }
+        }
+    }
+
     /// This side's message limit as HELLO and WELCOME carry it.
     fn wire_limit(&self) -> u32 {
         u32::try_from(self.max_message).unwrap_or(u32::MAX)
@@ -416,11 +471,8 @@ impl Session {
                 return Err(Fault::Stop(reason));
             }
             match speaker.next(POLL_INTERVAL) {
-                Speech::Message(message) if message.len() > self.peer_max => {
-                    events(Event::TooLong {
-                        len: message.len(),
-                        max: self.peer_max,
-                    });
+                Speech::Message(message) if let Some(refusal) = self.refusal(&message) => {
+                    events(refusal);
                 }
                 Speech::Message(message) => {
                     let acked = self.send(&Frame::Message(message)).and_then(|()| {
@@ -462,7 +514,26 @@ impl Session {
                 speaker.heard(message);
                 Ok(Turn::Mine)
             }
+            // To a legacy peer `end` is a message like any other, so it is owed its ACK.
+            Frame::End if self.dialect == Dialect::Legacy => {
+                let _ = self.send(&Frame::Ack);
+                Err(Fault::Done(Ending::PeerEnded))
+            }
             other => Err(self.terminal_or_unexpected(other)),
+        }
+    }
+
+    /// Why `message` cannot be sent to this peer, as the event that tells the speaker.
+    fn refusal(&self, message: &[u8]) -> Option<Event<'static>> {
+        if message.len() > self.peer_max {
+            return Some(Event::TooLong {
+                len: message.len(),
+                max: self.peer_max,
+            });
+        }
+        match self.dialect {
+            Dialect::Frames => None,
+            Dialect::Legacy => legacy::cannot_carry(message).map(Event::Unsendable),
         }
     }
 
@@ -505,6 +576,13 @@ impl Session {
                 Ok(None) => {}
                 Err(e) => return Err(Fault::Violation(e.to_string())),
             }
+            self.read_more(idle, awaited)?;
+        }
+    }
+
+    /// Reads once more for [`Session::recv`], under its time limits.
+    fn read_more(&mut self, idle: Option<Duration>, awaited: &str) -> Result<(), Fault> {
+        loop {
             let partial = self.reader.has_buffered();
             let limit = if partial {
                 let started = *self.frame_started.get_or_insert_with(Instant::now);
@@ -523,7 +601,7 @@ impl Session {
             }
             match self.reader.fill(&mut self.stream) {
                 Ok(0) => return Err(self.closed(partial)),
-                Ok(_) => {}
+                Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -557,6 +635,8 @@ impl Session {
         match self.stopper.reason() {
             Some(reason) => Fault::Stop(reason),
             None if mid_frame => Fault::Violation(ProtocolError::Truncated.to_string()),
+            // The original program ends a chat by closing the connection.
+            None if self.dialect == Dialect::Legacy => Fault::Done(Ending::PeerEnded),
             None => Fault::Done(Ending::PeerVanished),
         }
     }
@@ -583,10 +663,18 @@ impl Session {
         }
     }
 
-    /// Writes one frame with a single write.
+    /// Writes one frame with a single write; a frame the peer's protocol has no form for is
+    /// not sent.
     fn send(&mut self, frame: &Frame) -> Result<(), Fault> {
         self.out.clear();
-        frame.encode_into(&mut self.out);
+        match self.dialect {
+            Dialect::Frames => frame.encode_into(&mut self.out),
+            Dialect::Legacy => {
+                if !legacy::encode_into(frame, &mut self.out) {
+                    return Ok(());
+                }
+            }
+        }
         self.stream
             .write_all(&self.out)
             .map_err(|e| self.io_fault(e))

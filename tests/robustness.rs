@@ -310,12 +310,6 @@ fn bad_peers() -> Vec<BadPeer> {
     };
     vec![
         case(
-            "an HTTP request instead of HELLO",
-            false,
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            "unknown frame type 0x47",
-        ),
-        case(
             "an unknown frame type in the chat",
             true,
             header(0x0b, 0),
