@@ -353,7 +353,7 @@ impl Drop for OperatorSpeaker {
 impl Frontend for Arc<Console> {
     fn speaker(&self, id: u32) -> Box<dyn Speaker + Send> {
         if self.echo {
-            Box::new(EchoSpeaker::default())
+            Box::new(EchoSpeaker)
         } else {
             Box::new(self.operator_speaker(id))
         }

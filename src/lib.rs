@@ -14,7 +14,7 @@
 //!
 //! struct Echo;
 //! impl Frontend for Echo {
-//!     fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> { Box::new(EchoSpeaker::default()) }
+//!     fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> { Box::new(EchoSpeaker) }
 //!     fn event(&self, _event: ServerEvent<'_>) {}
 //! }
 //! let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], ServerConfig::default()).unwrap();

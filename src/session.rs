@@ -52,28 +52,30 @@ pub trait Speaker {
 
     /// Given each message received, after its ACK has gone out and its event was reported.
     fn heard(&mut self, _message: Vec<u8>) {}
+
+    /// For a speaker that answers without thinking: the answer to `message`, known the moment it
+    /// arrives. It goes out in the same write as the message's ACK, so the peer is woken once
+    /// for both; with two writes, the second lands inside the peer's measured round trip.
+    /// `None` (the default) leaves the answer to [`Speaker::next`] on this side's turn.
+    fn answer_at_once(&mut self, _message: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Answers every message with the same bytes, as `server --echo` does.
 #[derive(Debug, Default)]
-pub struct EchoSpeaker {
-    last: Option<Vec<u8>>,
-}
+pub struct EchoSpeaker;
 
 impl Speaker for EchoSpeaker {
     fn next(&mut self, wait: Duration) -> Speech {
-        match self.last.take() {
-            Some(message) => Speech::Message(message),
-            // Echo never speaks first; a client that waits here is polled until it leaves.
-            None => {
-                std::thread::sleep(wait);
-                Speech::Pending
-            }
-        }
+        // Echo only answers (at once); a client that waits for it to speak first is polled
+        // until it leaves.
+        std::thread::sleep(wait);
+        Speech::Pending
     }
 
-    fn heard(&mut self, message: Vec<u8>) {
-        self.last = Some(message);
+    fn answer_at_once(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+        Some(message.to_vec())
     }
 }
 
@@ -475,23 +477,8 @@ impl Session {
                     events(refusal);
                 }
                 Speech::Message(message) => {
-                    let acked = self.send(&Frame::Message(message)).and_then(|()| {
-                        let sent_at = Instant::now();
-                        let frame = self.recv(self.timeouts.idle, "ACK")?;
-                        Ok((frame, sent_at))
-                    });
-                    let fault = match acked {
-                        Ok((Frame::Ack, sent_at)) => {
-                            events(Event::Acked {
-                                rtt: sent_at.elapsed(),
-                            });
-                            return Ok(Turn::Peer);
-                        }
-                        Ok((other, _)) => self.terminal_or_unexpected(other),
-                        Err(fault) => fault,
-                    };
-                    events(Event::Unacknowledged);
-                    return Err(fault);
+                    let sent = self.send(&Frame::Message(message));
+                    return self.acknowledged(sent.map(|()| Instant::now()), events);
                 }
                 Speech::End => {
                     self.send(&Frame::End)?;
@@ -509,10 +496,29 @@ impl Session {
     ) -> Result<Turn, Fault> {
         match self.recv(self.timeouts.idle, "message on your turn")? {
             Frame::Message(message) => {
-                self.send(&Frame::Ack)?;
+                let answer = speaker.answer_at_once(&message);
+                let refusal = answer.as_deref().and_then(|a| self.refusal(a));
+                self.out.clear();
+                self.encode(&Frame::Ack);
+                let answered = match answer {
+                    Some(answer) if refusal.is_none() => {
+                        self.encode(&Frame::Message(answer));
+                        true
+                    }
+                    _ => false,
+                };
+                self.flush()?;
+                let sent_at = Instant::now();
                 events(Event::Received(&message));
                 speaker.heard(message);
-                Ok(Turn::Mine)
+                if let Some(refusal) = refusal {
+                    events(refusal);
+                }
+                if !answered {
+                    return Ok(Turn::Mine);
+                }
+                events(Event::MyTurn);
+                self.acknowledged(Ok(sent_at), events)
             }
             // To a legacy peer `end` is a message like any other, so it is owed its ACK.
             Frame::End if self.dialect == Dialect::Legacy => {
@@ -521,6 +527,27 @@ impl Session {
             }
             other => Err(self.terminal_or_unexpected(other)),
         }
+    }
+
+    /// Waits for the ACK of the message sent at `sent` (or reports that it could not be sent).
+    fn acknowledged(
+        &mut self,
+        sent: Result<Instant, Fault>,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Turn, Fault> {
+        let acked = sent.and_then(|sent_at| Ok((self.recv(self.timeouts.idle, "ACK")?, sent_at)));
+        let fault = match acked {
+            Ok((Frame::Ack, sent_at)) => {
+                events(Event::Acked {
+                    rtt: sent_at.elapsed(),
+                });
+                return Ok(Turn::Peer);
+            }
+            Ok((other, _)) => self.terminal_or_unexpected(other),
+            Err(fault) => fault,
+        };
+        events(Event::Unacknowledged);
+        Err(fault)
     }
 
     /// Why `message` cannot be sent to this peer, as the event that tells the speaker.
@@ -663,17 +690,28 @@ impl Session {
         }
     }
 
-    /// Writes one frame with a single write; a frame the peer's protocol has no form for is
-    /// not sent.
+    /// Writes one frame with a single write.
     fn send(&mut self, frame: &Frame) -> Result<(), Fault> {
         self.out.clear();
+        self.encode(frame);
+        self.flush()
+    }
+
+    /// Adds `frame` to the next write, in the peer's protocol; a frame that protocol has no
+    /// form for is left out.
+    fn encode(&mut self, frame: &Frame) {
         match self.dialect {
             Dialect::Frames => frame.encode_into(&mut self.out),
             Dialect::Legacy => {
-                if !legacy::encode_into(frame, &mut self.out) {
-                    return Ok(());
-                }
+                legacy::encode_into(frame, &mut self.out);
             }
+        }
+    }
+
+    /// Writes what [`Session::encode`] gathered, in one write.
+    fn flush(&mut self) -> Result<(), Fault> {
+        if self.out.is_empty() {
+            return Ok(());
         }
         self.stream
             .write_all(&self.out)

@@ -16,7 +16,7 @@ struct Recorder(Sender<Vec<u8>>);
 
 impl Frontend for Recorder {
     fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> {
-        Box::new(EchoSpeaker::default())
+        Box::new(EchoSpeaker)
     }
 
     fn event(&self, event: ServerEvent<'_>) {
