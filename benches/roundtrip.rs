@@ -39,7 +39,8 @@ use client_server_chat::client;
 use client_server_chat::protocol::DEFAULT_MAX_MESSAGE;
 use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use client_server_chat::session::{
-    EchoSpeaker, Ending, Event, Session, Speaker, Speech, Stopper, Timeouts, Turn,
+    DEFAULT_HEARTBEAT, EchoSpeaker, Ending, Event, Session, Speaker, Speech, Stopper, Timeouts,
+    Turn,
 };
 
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -56,6 +57,7 @@ const IO_LIMIT: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUTS: Timeouts = Timeouts {
     handshake: IO_LIMIT,
     idle: Some(IO_LIMIT),
+    heartbeat: Some(DEFAULT_HEARTBEAT),
 };
 /// Samples at least this long are counted apart: a delayed-ACK stall shows up as ~40 ms.
 const SLOW: Duration = Duration::from_millis(10);

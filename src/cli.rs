@@ -11,7 +11,7 @@ use crate::console::ConsoleConfig;
 use crate::error::Error;
 use crate::protocol::DEFAULT_MAX_MESSAGE;
 use crate::server::ServerConfig;
-use crate::session::Timeouts;
+use crate::session::{DEFAULT_HEARTBEAT, Timeouts};
 
 /// Host used when none is given.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -91,6 +91,12 @@ fn options() -> Options {
         "",
         "idle-timeout",
         &format!("time the peer may take on its turn; 0 = no limit (default: server {DEFAULT_SERVER_IDLE_SECS}, client 0)"),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "heartbeat",
+        &format!("seconds of silence before the peer is sent PING; as long again without an answer ends the chat; 0 = off (default {})", DEFAULT_HEARTBEAT.as_secs()),
         "SECS",
     );
     o.optopt(
@@ -193,9 +199,12 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
     let handshake = number(&matches, "handshake-timeout", 1, 86_400)?.unwrap_or(10);
     let idle_default = if server { DEFAULT_SERVER_IDLE_SECS } else { 0 };
     let idle = number(&matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
+    let heartbeat =
+        number(&matches, "heartbeat", 0, 86_400)?.unwrap_or(DEFAULT_HEARTBEAT.as_secs());
     let timeouts = Timeouts {
         handshake: Duration::from_secs(handshake),
         idle: (idle > 0).then(|| Duration::from_secs(idle)),
+        heartbeat: (heartbeat > 0).then(|| Duration::from_secs(heartbeat)),
     };
     let workers = number(&matches, "workers", 1, 1024)?.unwrap_or(4) as usize;
     let backlog = number(&matches, "backlog", 0, 100_000)?.unwrap_or(64) as usize;

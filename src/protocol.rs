@@ -67,8 +67,10 @@ mod kind {
     pub const SHUTDOWN: u8 = 0x08;
     pub const ERROR: u8 = 0x09;
     pub const KICKED: u8 = 0x0A;
+    pub const PING: u8 = 0x0B;
+    pub const PONG: u8 = 0x0C;
     /// The highest type byte this version knows.
-    pub const LAST: u8 = KICKED;
+    pub const LAST: u8 = PONG;
 }
 
 /// One unit of the protocol.
@@ -111,6 +113,10 @@ pub enum Frame {
     Error(String),
     /// The server's operator ended this chat, with a reason.
     Kicked(String),
+    /// Are you still there? Answered with PONG at any time, whoever's turn it is.
+    Ping,
+    /// The answer to PING.
+    Pong,
 }
 
 impl Frame {
@@ -127,6 +133,8 @@ impl Frame {
             Frame::Shutdown => "SHUTDOWN",
             Frame::Error(_) => "ERROR",
             Frame::Kicked(_) => "KICKED",
+            Frame::Ping => "PING",
+            Frame::Pong => "PONG",
         }
     }
 
@@ -168,6 +176,8 @@ impl Frame {
             Frame::End => kind::END,
             Frame::Full => kind::FULL,
             Frame::Shutdown => kind::SHUTDOWN,
+            Frame::Ping => kind::PING,
+            Frame::Pong => kind::PONG,
             Frame::Error(reason) => {
                 out.extend_from_slice(clip(reason, MAX_CONTROL_PAYLOAD).as_bytes());
                 kind::ERROR
@@ -278,6 +288,8 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
         kind::SHUTDOWN => ("SHUTDOWN", 0),
         kind::ERROR => ("ERROR", MAX_CONTROL_PAYLOAD),
         kind::KICKED => ("KICKED", MAX_CONTROL_PAYLOAD),
+        kind::PING => ("PING", 0),
+        kind::PONG => ("PONG", 0),
         other => return Err(ProtocolError::UnknownType(other)),
     };
     let Some(len_bytes) = buf.get(1..HEADER_LEN) else {
@@ -334,6 +346,8 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
         kind::END => Frame::End,
         kind::FULL => Frame::Full,
         kind::SHUTDOWN => Frame::Shutdown,
+        kind::PING => Frame::Ping,
+        kind::PONG => Frame::Pong,
         kind::ERROR => Frame::Error(text(payload, name, MAX_CONTROL_PAYLOAD)?),
         _ => Frame::Kicked(text(payload, name, MAX_CONTROL_PAYLOAD)?),
     };
@@ -533,6 +547,8 @@ mod tests {
             Frame::Shutdown,
             Frame::Error("bad".into()),
             Frame::Kicked("bye".into()),
+            Frame::Ping,
+            Frame::Pong,
         ]
     }
 

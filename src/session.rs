@@ -230,16 +230,30 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// Bound on the peer's turn (and on waiting for an ACK); `None` waits forever.
     pub idle: Option<Duration>,
+    /// Once a chat runs: after this long without a byte from the peer, it is sent PING; after as
+    /// long again without one, it is taken for dead. `None` sends no PING (PINGs are still
+    /// answered).
+    pub heartbeat: Option<Duration>,
 }
+
+/// Default for [`Timeouts::heartbeat`]: a dead peer is noticed within a minute, for the cost of
+/// a 5-byte frame each way per half-minute of silence.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             handshake: Duration::from_secs(10),
             idle: None,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 }
+
+/// How far the read timeout already set on the socket may be from the one wanted and still be
+/// kept: resetting it costs a system call per read, while a read that wakes a little early only
+/// loops once more, and one that wakes a millisecond late harms nobody.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
 /// The client's HELLO, once the server has read and accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +298,12 @@ pub struct Session {
     /// True once this is known to be the server's end, which may not receive server notices.
     is_server: bool,
     dialect: Dialect,
+    /// True once [`Session::run`] started: PING and PONG are only part of a running chat.
+    chatting: bool,
+    /// When the peer last sent a byte.
+    last_heard: Instant,
+    /// When the PING not yet answered went out.
+    ping_sent: Option<Instant>,
     stopper: Arc<Stopper>,
 }
 
@@ -311,6 +331,9 @@ impl Session {
             peer_max: max_message,
             is_server: false,
             dialect: Dialect::Frames,
+            chatting: false,
+            last_heard: Instant::now(),
+            ping_sent: None,
             stopper,
         })
     }
@@ -426,6 +449,7 @@ impl Session {
         speaker: &mut dyn Speaker,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Ending {
+        self.chatting = true;
         let mut turn = first;
         loop {
             let next = match turn {
@@ -441,6 +465,7 @@ impl Session {
 
     /// Waits for enough of the client's first bytes to tell its protocol.
     fn identify(&mut self) -> Result<Dialect, Fault> {
+        let since = Instant::now();
         loop {
             match crate::protocol::identify(self.reader.buffered()) {
                 Opening::Speaks(dialect) => return Ok(dialect),
@@ -452,7 +477,9 @@ impl Session {
                         "speaks neither protocol (it began with \"{first}\"); it was told what this server speaks"
                     ))));
                 }
-                Opening::Undecided => self.read_more(Some(self.timeouts.handshake), "handshake")?,
+                Opening::Undecided => {
+                    self.read_more(since, Some(self.timeouts.handshake), "handshake")?
+                }
             }
         }
     }
@@ -565,89 +592,180 @@ impl Session {
     }
 
     /// On this side's turn, sees without blocking whether the peer has closed or sent something
-    /// (which can only be a goodbye or a protocol error), so a departure is noticed at once.
+    /// (which can only be a goodbye, a protocol error or a PING), so a departure is noticed at
+    /// once; and keeps the heartbeat going while the speaker thinks.
     fn check_peer(&mut self) -> Result<(), Fault> {
-        if !self.reader.has_buffered() {
-            self.stream.set_nonblocking(true).map_err(Fault::Io)?;
-            let result = self.reader.fill(&mut self.stream);
-            self.stream.set_nonblocking(false).map_err(Fault::Io)?;
-            match result {
-                Ok(0) => return Err(self.closed(false)),
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(());
-                }
-                Err(e) => return Err(self.io_fault(e)),
+        self.stream.set_nonblocking(true).map_err(Fault::Io)?;
+        let result = self.reader.fill(&mut self.stream);
+        self.stream.set_nonblocking(false).map_err(Fault::Io)?;
+        match result {
+            Ok(0) => return Err(self.closed(self.reader.has_buffered())),
+            Ok(_) => self.heard(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(self.io_fault(e)),
+        }
+        while let Some(frame) = self.next_frame()? {
+            if let Some(frame) = self.keep_alive(frame)? {
+                return Err(self.terminal_or_unexpected(frame));
             }
         }
-        let frame = self.recv(None, "frame")?;
-        Err(self.terminal_or_unexpected(frame))
+        if self.reader.has_buffered() && self.frame_overdue() {
+            return Err(self.stalled());
+        }
+        match self.heartbeat_due() {
+            Some(due) if due <= Instant::now() => self.beat(),
+            _ => Ok(()),
+        }
     }
 
-    /// Reads the next frame. `idle` bounds the wait for its first byte; once a frame has begun,
-    /// it must be complete within the handshake timeout (a deadline, not a per-read limit), so a
-    /// peer cannot hold a worker by sending half a frame, or a frame one byte at a time.
-    /// `awaited` names what is read, for the timeout's message.
+    /// Reads the next frame of the chat. `idle` bounds the wait for it (PINGs do not count);
+    /// once a frame has begun, it must be complete within the handshake timeout (a deadline, not
+    /// a per-read limit), so a peer cannot hold a worker by sending half a frame, or a frame one
+    /// byte at a time. `awaited` names what is read, for the timeout's message.
     fn recv(&mut self, idle: Option<Duration>, awaited: &str) -> Result<Frame, Fault> {
+        let since = Instant::now();
         loop {
-            match self.reader.next_buffered() {
-                Ok(Some(frame)) => {
-                    self.frame_started = None;
-                    return Ok(frame);
+            match self.next_frame()? {
+                Some(frame) => {
+                    if let Some(frame) = self.keep_alive(frame)? {
+                        return Ok(frame);
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => return Err(Fault::Violation(e.to_string())),
+                None => self.read_more(since, idle, awaited)?,
             }
-            self.read_more(idle, awaited)?;
         }
     }
 
-    /// Reads once more for [`Session::recv`], under its time limits.
-    fn read_more(&mut self, idle: Option<Duration>, awaited: &str) -> Result<(), Fault> {
+    /// The next whole frame already read, if any.
+    fn next_frame(&mut self) -> Result<Option<Frame>, Fault> {
+        match self.reader.next_buffered() {
+            Ok(Some(frame)) => {
+                self.frame_started = None;
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Fault::Violation(e.to_string())),
+        }
+    }
+
+    /// Answers a PING and swallows a PONG while the chat runs; any other frame is handed back.
+    fn keep_alive(&mut self, frame: Frame) -> Result<Option<Frame>, Fault> {
+        match frame {
+            Frame::Ping if self.chatting => self.send(&Frame::Pong).map(|()| None),
+            Frame::Pong if self.chatting => Ok(None),
+            frame => Ok(Some(frame)),
+        }
+    }
+
+    /// Notes that the peer is alive.
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.ping_sent = None;
+    }
+
+    /// When the heartbeat must act next: send PING, or give up on the peer if one is unanswered.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        let interval = self.timeouts.heartbeat.filter(|_| self.chatting)?;
+        if self.dialect == Dialect::Legacy {
+            return None;
+        }
+        Some(self.ping_sent.unwrap_or(self.last_heard) + interval)
+    }
+
+    /// Sends PING, or, when the last one went unanswered, ends the chat: the peer (or the
+    /// network to it) is gone without a word, which TCP alone would not notice for hours.
+    fn beat(&mut self) -> Result<(), Fault> {
+        if self.ping_sent.is_some() {
+            let interval = self.timeouts.heartbeat.unwrap_or_default().as_secs_f64();
+            return Err(Fault::Timeout(format!(
+                "the other side stopped answering (no answer to PING within {interval} s)"
+            )));
+        }
+        self.send(&Frame::Ping)?;
+        self.ping_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// True when the frame begun in the buffer has been arriving for too long.
+    fn frame_overdue(&mut self) -> bool {
+        let started = *self.frame_started.get_or_insert_with(Instant::now);
+        started.elapsed() >= self.timeouts.handshake
+    }
+
+    /// Reads once more for [`Session::recv`], which began waiting `since`, under its time
+    /// limits; sends PINGs while it waits.
+    fn read_more(
+        &mut self,
+        since: Instant,
+        idle: Option<Duration>,
+        awaited: &str,
+    ) -> Result<(), Fault> {
+        let idle_deadline = idle.map(|idle| since + idle);
         loop {
             let partial = self.reader.has_buffered();
-            let limit = if partial {
-                let started = *self.frame_started.get_or_insert_with(Instant::now);
-                let left =
-                    (started + self.timeouts.handshake).saturating_duration_since(Instant::now());
-                if left.is_zero() {
+            let now = Instant::now();
+            let deadline = if partial {
+                if self.frame_overdue() {
                     return Err(self.stalled());
                 }
-                Some(left)
+                self.frame_started
+                    .map(|started| started + self.timeouts.handshake)
             } else {
-                idle
+                let beat = self.heartbeat_due();
+                if beat.is_some_and(|due| due <= now) {
+                    self.beat()?;
+                    continue;
+                }
+                if idle_deadline.is_some_and(|due| due <= now) {
+                    let idle = idle.unwrap_or_default().as_secs_f64();
+                    return Err(Fault::Timeout(format!("no {awaited} within {idle} s")));
+                }
+                beat.into_iter().chain(idle_deadline).min()
             };
-            if self.read_timeout != Some(limit) {
-                self.stream.set_read_timeout(limit).map_err(Fault::Io)?;
-                self.read_timeout = Some(limit);
-            }
+            self.set_read_timeout(deadline.map(|due| due.saturating_duration_since(now)))?;
             match self.reader.fill(&mut self.stream) {
                 Ok(0) => return Err(self.closed(partial)),
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.heard();
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The deadlines above decide what a timeout means.
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(match self.stopper.reason() {
-                        Some(reason) => Fault::Stop(reason),
-                        None if partial => self.stalled(),
-                        None => Fault::Timeout(format!(
-                            "no {awaited} within {} s",
-                            idle.unwrap_or_default().as_secs_f64()
-                        )),
-                    });
+                    if let Some(reason) = self.stopper.reason() {
+                        return Err(Fault::Stop(reason));
+                    }
                 }
                 Err(e) => return Err(self.io_fault(e)),
             }
         }
+    }
+
+    /// Bounds the next read by `limit`, keeping the timeout already set when it is close enough
+    /// (see [`TIMEOUT_SLACK`]).
+    fn set_read_timeout(&mut self, limit: Option<Duration>) -> Result<(), Fault> {
+        let close_enough = match (self.read_timeout, limit) {
+            (Some(None), None) => true,
+            (Some(Some(set)), Some(limit)) => set.abs_diff(limit) <= TIMEOUT_SLACK,
+            _ => false,
+        };
+        if close_enough {
+            return Ok(());
+        }
+        // A zero timeout means "none" to the socket; the deadline has passed anyway.
+        let limit = limit.map(|limit| limit.max(Duration::from_micros(1)));
+        self.stream.set_read_timeout(limit).map_err(Fault::Io)?;
+        self.read_timeout = Some(limit);
+        Ok(())
     }
 
     fn stalled(&self) -> Fault {

@@ -41,6 +41,8 @@ fn valid_frames() -> Vec<Vec<u8>> {
         Frame::Shutdown,
         Frame::Error("bad".into()),
         Frame::Kicked("bye".into()),
+        Frame::Ping,
+        Frame::Pong,
     ]
     .iter()
     .map(Frame::encode)

@@ -312,8 +312,8 @@ fn bad_peers() -> Vec<BadPeer> {
         case(
             "an unknown frame type in the chat",
             true,
-            header(0x0b, 0),
-            "unknown frame type 0x0b",
+            header(0x0d, 0),
+            "unknown frame type 0x0d",
         ),
         case(
             "a MESSAGE header announcing 1000000 bytes, no payload",
@@ -657,6 +657,89 @@ fn client_refuses_a_message_over_the_servers_limit_and_the_next_one_goes_through
 
 // ---------------------------------------------------------------------------------------------
 // 4. The client and a server's ERROR.
+
+/// Reads past the server's PINGs, answering each, to the next other frame.
+fn expect_past_pings(peer: &mut Peer, what: &str) -> Frame {
+    for _ in 0..100 {
+        match peer.expect(what) {
+            Frame::Ping => peer.send(&Frame::Pong),
+            other => return other,
+        }
+    }
+    panic!("100 PINGs and no {what}");
+}
+
+#[test]
+fn the_server_keeps_a_quiet_client_that_answers_pings_and_cuts_off_one_that_stops() {
+    let (mut server, port) = start_server(&[
+        "--echo",
+        "--workers",
+        "1",
+        "--heartbeat",
+        "1",
+        "--idle-timeout",
+        "0",
+    ]);
+    let mut quiet = Peer::connect(port);
+    quiet.handshake("quiet");
+    // Three intervals of silence on the client's turn, each bridged by an answered PING.
+    for _ in 0..3 {
+        assert_eq!(quiet.expect("PING"), Frame::Ping);
+        quiet.send(&Frame::Pong);
+    }
+    // Either side may ask, whoever's turn it is.
+    quiet.send(&Frame::Ping);
+    assert_eq!(expect_past_pings(&mut quiet, "PONG"), Frame::Pong);
+    quiet.send(&Frame::Message(b"still here".to_vec()));
+    assert_eq!(expect_past_pings(&mut quiet, "the ACK"), Frame::Ack);
+    assert_eq!(
+        expect_past_pings(&mut quiet, "the echo"),
+        Frame::Message(b"still here".to_vec())
+    );
+    quiet.send(&Frame::Ack);
+    quiet.end();
+    server.expect_line("[#1 quiet] Received: still here");
+    server.expect_line(&format!("[#1 quiet] {LEFT}"));
+
+    // A client whose machine or network died answers nothing, and closes nothing.
+    let mut gone = Peer::connect(port);
+    gone.handshake("gone");
+    let waiter = queue_behind(port);
+    assert_eq!(gone.expect("PING"), Frame::Ping);
+    let reason = "the other side stopped answering (no answer to PING within 1 s)";
+    gone.expect_error(reason);
+    assert_eq!(
+        server.expect_line("[#2 gone] Timed out"),
+        format!("[#2 gone] Timed out: {reason}")
+    );
+    serve_waiter(waiter, 3, &mut server);
+}
+
+#[test]
+fn the_client_answers_pings_and_gives_up_on_a_server_that_stops_answering() {
+    let reason = "the other side stopped answering (no answer to PING within 1 s)";
+    let (port, fake) = fake_server(move |peer| {
+        expect_hello(peer);
+        welcome(peer);
+        // Answered while the user has not typed anything yet.
+        peer.send(&Frame::Ping);
+        assert_eq!(peer.expect("PONG"), Frame::Pong);
+        // Then this server falls silent.
+        assert_eq!(peer.expect("the client's PING"), Frame::Ping);
+        assert_eq!(peer.expect("ERROR"), Frame::Error(reason.into()));
+    });
+    let mut client = Proc::spawn(
+        "client",
+        &["client", "127.0.0.1", &port.to_string(), "--heartbeat", "1"],
+    );
+    client.expect_line("Connected!");
+    assert_eq!(
+        client.expect_err_line("Timed out"),
+        format!("Timed out: {reason}")
+    );
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
+    fake.join().expect("fake server");
+}
 
 /// A one-connection fake server: runs `script` on the connection it accepts, then closes it
 /// politely. The accept is bounded: the thread fails if no client comes in time.
