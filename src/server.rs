@@ -135,6 +135,8 @@ struct Queued {
     /// A clone of the stream, for WAITING and SHUTDOWN notices.
     notices: TcpStream,
     last_position: u32,
+    /// The position the client was last told (0: none yet).
+    told_position: u32,
     /// Whether the client has shown that it speaks our frames; unknown until its first byte.
     /// Only such a client is sent notices: to a legacy client they would be noise in its lines.
     speaks_frames: Option<bool>,
@@ -302,9 +304,11 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(NOTICE_TIMEOUT));
         let config = &self.shared.config;
+        // A client that will be refused gets FULL whatever it speaks: no reason to wait for it.
         let must_wait = {
             let state = self.shared.state.lock();
-            state.live.len() + state.waiting.len() >= config.workers
+            let occupied = state.live.len() + state.waiting.len();
+            (config.workers..config.workers + config.backlog).contains(&occupied)
         };
         let speaks_frames = if must_wait {
             first_byte_is_a_frame(&stream, Some(FIRST_BYTE_WAIT))
@@ -343,6 +347,7 @@ impl Server {
             since: Instant::now(),
             notices,
             last_position: 0,
+            told_position: 0,
             speaks_frames,
         });
         let position = update_positions(&mut state, config.workers);
@@ -507,8 +512,9 @@ fn update_positions(state: &mut State, workers: usize) -> Option<u32> {
         let position = (busy + index + 1).saturating_sub(workers);
         let position = u32::try_from(position).unwrap_or(u32::MAX);
         newest = (position > 0).then_some(position);
-        if position > 0 && position != queued.last_position && queued.speaks_frames() {
+        if position > 0 && position != queued.told_position && queued.speaks_frames() {
             notify(&queued.notices, &Frame::Waiting { position });
+            queued.told_position = position;
         }
         queued.last_position = position;
     }

@@ -478,7 +478,15 @@ impl Session {
                     ))));
                 }
                 Opening::Undecided => {
-                    self.read_more(since, Some(self.timeouts.handshake), "handshake")?
+                    match self.read_more(since, Some(self.timeouts.handshake), "handshake") {
+                        Ok(()) => {}
+                        // The start of `msg: `: most likely an original client, which must not
+                        // be sent a binary ERROR.
+                        Err(Fault::Timeout(reason)) if self.reader.has_buffered() => {
+                            return Err(Fault::Done(Ending::TimedOut(reason)));
+                        }
+                        Err(fault) => return Err(fault),
+                    }
                 }
             }
         }
@@ -598,20 +606,30 @@ impl Session {
         self.stream.set_nonblocking(true).map_err(Fault::Io)?;
         let result = self.reader.fill(&mut self.stream);
         self.stream.set_nonblocking(false).map_err(Fault::Io)?;
-        match result {
-            Ok(0) => return Err(self.closed(self.reader.has_buffered())),
-            Ok(_) => self.heard(),
+        let closed = match result {
+            Ok(0) => true,
+            Ok(_) => {
+                self.heard();
+                false
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                false
+            }
             Err(e) => return Err(self.io_fault(e)),
-        }
+        };
+        // Frames read before the close (a goodbye sent with its FIN) say how the chat ended.
         while let Some(frame) = self.next_frame()? {
             if let Some(frame) = self.keep_alive(frame)? {
                 return Err(self.terminal_or_unexpected(frame));
             }
+        }
+        if closed {
+            return Err(self.closed(self.reader.has_buffered()));
         }
         if self.reader.has_buffered() && self.frame_overdue() {
             return Err(self.stalled());

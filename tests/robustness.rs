@@ -922,6 +922,28 @@ fn a_client_that_vanishes_on_the_operators_turn_is_noticed_at_once() {
 }
 
 #[test]
+fn a_goodbye_that_arrives_with_its_fin_is_read_before_the_close() {
+    let (mut server, port) = start_server(&[]);
+    let mut brief = Peer::connect(port);
+    assert_eq!(brief.handshake("brief"), 1);
+    // A last message and END in one write, then FIN: all three may come in one read.
+    let mut last_words = Frame::Message(b"bye now".to_vec()).encode();
+    Frame::End.encode_into(&mut last_words);
+    brief.send_bytes(&last_words);
+    brief.stream.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(brief.expect("the ACK"), Frame::Ack);
+    server.expect_line("[#1 brief] Received: bye now");
+    assert_eq!(
+        server.expect_line("[#1 brief] "),
+        format!("[#1 brief] {LEFT}"),
+        "the END before the FIN decides how the chat ended"
+    );
+    brief.expect_closed("after END");
+    let done = server.finish();
+    assert_eq!(done.code(), 0, "{done:#?}");
+}
+
+#[test]
 fn a_second_message_on_the_operators_turn_is_out_of_turn() {
     let (mut server, port) = start_server(&[]);
     let mut eager = Peer::connect(port);
