@@ -1,5 +1,9 @@
 //! The library API over real sockets: a server with an echo front-end and client sessions.
 
+mod common;
+
+use common::Script;
+
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -7,7 +11,7 @@ use std::time::Duration;
 
 use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use client_server_chat::session::{
-    EchoSpeaker, Ending, Event, Session, Speaker, Speech, Stopper, Timeouts, Turn,
+    EchoSpeaker, Ending, Event, Session, Speaker, Stopper, Timeouts, Turn,
 };
 use crossbeam_channel::{Receiver, Sender};
 
@@ -37,19 +41,6 @@ fn start(config: ServerConfig) -> (ServerHandle, Receiver<Vec<u8>>, String, Join
     let (tx, rx) = crossbeam_channel::unbounded();
     let thread = std::thread::spawn(move || server.serve(Arc::new(Recorder(tx))).unwrap());
     (handle, rx, addr, thread)
-}
-
-/// Says each message in turn, then END.
-struct Script(Vec<Vec<u8>>);
-
-impl Speaker for Script {
-    fn next(&mut self, _wait: Duration) -> Speech {
-        if self.0.is_empty() {
-            Speech::End
-        } else {
-            Speech::Message(self.0.remove(0))
-        }
-    }
 }
 
 fn client(addr: &str, max_message: usize) -> Session {

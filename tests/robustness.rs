@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use client_server_chat::protocol::{Frame, FrameReader, HEADER_LEN, ReadError, VERSION};
 
-use common::{Proc, TIMEOUT, run, start_client, start_server};
+use common::{Proc, TIMEOUT, accept_one, good_turn, run, start_client, start_server};
 
 /// The longest a raw peer waits to connect, for any one frame, or for a write to go out.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -399,13 +399,6 @@ fn bad_peers() -> Vec<BadPeer> {
     ]
 }
 
-/// The good client says `turn N` and sees it echoed.
-fn good_turn(good: &mut Proc, turn: usize) {
-    let text = format!("turn {turn}");
-    good.send_line(&text);
-    assert_eq!(good.expect_line("Received:"), format!("Received: {text}"));
-}
-
 #[test]
 fn bad_frames_get_an_error_and_a_close_while_another_client_chats_on() {
     let (mut server, port) = start_server(&["--echo", "--max-message", "16"]);
@@ -746,19 +739,8 @@ fn the_client_answers_pings_and_gives_up_on_a_server_that_stops_answering() {
 fn fake_server(script: impl FnOnce(&mut Peer) + Send + 'static) -> (u16, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let port = listener.local_addr().expect("local address").port();
-    listener.set_nonblocking(true).expect("nonblocking");
     let handle = thread::spawn(move || {
-        let deadline = Instant::now() + PEER_TIMEOUT;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if is_timeout(&e) && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => panic!("no client came to the fake server: {e}"),
-            }
-        };
-        stream.set_nonblocking(false).expect("blocking");
+        let stream = accept_one(&listener, "the fake server");
         let mut peer = Peer::over(stream).expect("socket options");
         script(&mut peer);
         peer.close();

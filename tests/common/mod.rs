@@ -381,3 +381,44 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local addr").port()
 }
+
+/// Waits, at most [`TIMEOUT`], for one client to connect to a scripted server on `listener`.
+pub fn accept_one(listener: &std::net::TcpListener, who: &str) -> std::net::TcpStream {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking stream");
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no client came to {who}: {e}"),
+        }
+    }
+}
+
+/// A speaker for library tests: says each message in turn, then ends the chat.
+pub struct Script(pub Vec<Vec<u8>>);
+
+impl client_server_chat::session::Speaker for Script {
+    fn next(&mut self, _wait: Duration) -> client_server_chat::session::Speech {
+        use client_server_chat::session::Speech;
+        if self.0.is_empty() {
+            Speech::End
+        } else {
+            Speech::Message(self.0.remove(0))
+        }
+    }
+}
+
+/// A client of an echo server says `turn N` and sees it come back: it chats on, untouched.
+pub fn good_turn(good: &mut Proc, turn: usize) {
+    let text = format!("turn {turn}");
+    good.send_line(&text);
+    assert_eq!(good.expect_line("Received:"), format!("Received: {text}"));
+}
