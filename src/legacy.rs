@@ -46,7 +46,10 @@ pub fn decode(
     else {
         let text_so_far = body.len().saturating_sub(1);
         if text_so_far > max_message {
-            return Err(too_long(text_so_far, max_message));
+            return Err(ProtocolError::TextTooLong {
+                len: text_so_far,
+                max: max_message,
+            });
         }
         *searched = body.len();
         return Ok(None);
@@ -54,7 +57,10 @@ pub fn decode(
     *searched = 0;
     let text = &body[..at];
     if text.len() > max_message {
-        return Err(too_long(text.len(), max_message));
+        return Err(ProtocolError::TextTooLong {
+            len: text.len(),
+            max: max_message,
+        });
     }
     let frame = if text == END_TEXT {
         Frame::End
@@ -62,14 +68,6 @@ pub fn decode(
         Frame::Message(text.to_vec())
     };
     Ok(Some((frame, MESSAGE_PREFIX.len() + at + 2)))
-}
-
-fn too_long(len: usize, max: usize) -> ProtocolError {
-    ProtocolError::TooLong {
-        frame: "legacy message",
-        len: u32::try_from(len).unwrap_or(u32::MAX),
-        max,
-    }
 }
 
 /// Why a text cannot travel as a legacy message, if it cannot: an empty line inside it, or a
@@ -170,11 +168,11 @@ mod tests {
         assert_eq!(decode(b"msg: 12345", 5, &mut searched), Ok(None));
         assert!(matches!(
             decode(b"msg: 123456\n", 5, &mut searched),
-            Err(ProtocolError::TooLong { len: 6, max: 5, .. })
+            Err(ProtocolError::TextTooLong { len: 6, max: 5 })
         ));
         assert!(matches!(
             decode(b"msg: 123456\n\n", 5, &mut 0),
-            Err(ProtocolError::TooLong { len: 6, .. })
+            Err(ProtocolError::TextTooLong { len: 6, max: 5 })
         ));
     }
 

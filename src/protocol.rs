@@ -243,6 +243,13 @@ pub enum ProtocolError {
     Truncated,
     /// A legacy peer sent a line that is neither part of a message nor the ACK line.
     BadLine,
+    /// A legacy message's text grew past the limit before its end.
+    TextTooLong {
+        /// The bytes of text received so far.
+        len: usize,
+        /// The most this side accepts.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -257,6 +264,10 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::BadPayload { frame, why } => write!(f, "malformed {frame} frame: {why}"),
             ProtocolError::Truncated => write!(f, "the connection closed in the middle of a frame"),
+            ProtocolError::TextTooLong { len, max } => write!(
+                f,
+                "a message of {len} bytes is over the limit of {max} bytes"
+            ),
             ProtocolError::BadLine => write!(
                 f,
                 "a line that is neither `msg: ` text nor `ack: Message Received`"

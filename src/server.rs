@@ -382,11 +382,8 @@ impl ServerHandle {
             return;
         }
         state.shutting_down = true;
-        for mut queued in state.waiting.drain(..) {
-            if queued.speaks_frames() {
-                notify(&queued.notices, &Frame::Shutdown);
-            }
-            close_quietly(&queued.notices);
+        for queued in state.waiting.drain(..) {
+            turn_away(&queued.notices, &Frame::Shutdown);
         }
         for live in state.live.values() {
             live.stopper.stop(StopReason::Shutdown);
@@ -462,9 +459,12 @@ fn notify(mut stream: &TcpStream, frame: &Frame) {
     let _ = stream.write_all(&frame.encode());
 }
 
-/// Sends a last notice and closes without blocking the caller.
+/// Sends a last notice and closes without blocking the caller. A client whose first byte shows
+/// that it speaks no frames (a legacy client, a stranger) is closed without the notice.
 fn turn_away(stream: &TcpStream, frame: &Frame) {
-    notify(stream, frame);
+    if first_byte_is_a_frame(stream, None) != Some(false) {
+        notify(stream, frame);
+    }
     close_quietly(stream);
 }
 
@@ -602,4 +602,48 @@ fn chat(
         frontend.event(ServerEvent::Session { id, event });
     });
     Some((true, ending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// The server's and the client's ends of a connection whose client has sent `first`, which
+    /// has arrived.
+    fn connection_that_said(first: &[u8]) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.write_all(first).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let arrived = first_byte_is_a_frame(&server, Some(Duration::from_secs(5)));
+        assert!(arrived.is_some(), "the client's first bytes never came");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn everything_sent_to(mut client: TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_refused_client_is_told_in_its_own_protocol_or_not_at_all() {
+        let hello = Frame::Hello {
+            version: 1,
+            max_message: 10,
+            name: String::new(),
+        };
+        let (server, client) = connection_that_said(&hello.encode());
+        turn_away(&server, &Frame::Full);
+        assert_eq!(everything_sent_to(client), Frame::Full.encode());
+
+        // A legacy client's lines must not be followed by a binary frame.
+        let (server, client) = connection_that_said(b"msg: hi\n\n");
+        turn_away(&server, &Frame::Full);
+        assert_eq!(everything_sent_to(client), b"");
+    }
 }

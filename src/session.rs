@@ -67,11 +67,11 @@ pub trait Speaker {
 pub struct EchoSpeaker;
 
 impl Speaker for EchoSpeaker {
-    fn next(&mut self, wait: Duration) -> Speech {
-        // Echo only answers (at once); a client that waits for it to speak first is polled
-        // until it leaves.
-        std::thread::sleep(wait);
-        Speech::Pending
+    fn next(&mut self, _wait: Duration) -> Speech {
+        // Echo only answers, at once. Asked to speak on its own turn, it could not answer (the
+        // answer was too long for the peer): it has nothing else to say, and waiting would hold
+        // a worker for as long as the peer cares to answer PINGs.
+        Speech::End
     }
 
     fn answer_at_once(&mut self, message: &[u8]) -> Option<Vec<u8>> {
@@ -367,7 +367,10 @@ impl Session {
                         max_message: max_message as usize,
                     });
                 }
-                other => return Err(self.fail(self.terminal_or_unexpected(other))),
+                other => {
+                    let fault = self.terminal_or_unexpected(other);
+                    return Err(self.fail(fault));
+                }
             }
         }
     }
@@ -554,11 +557,6 @@ impl Session {
                 }
                 events(Event::MyTurn);
                 self.acknowledged(Ok(sent_at), events)
-            }
-            // To a legacy peer `end` is a message like any other, so it is owed its ACK.
-            Frame::End if self.dialect == Dialect::Legacy => {
-                let _ = self.send(&Frame::Ack);
-                Err(Fault::Done(Ending::PeerEnded))
             }
             other => Err(self.terminal_or_unexpected(other)),
         }
@@ -813,9 +811,15 @@ impl Session {
     }
 
     /// What a frame that is not the expected one means: a goodbye, or a protocol violation.
-    fn terminal_or_unexpected(&self, frame: Frame) -> Fault {
+    fn terminal_or_unexpected(&mut self, frame: Frame) -> Fault {
         match frame {
-            Frame::End => Fault::Done(Ending::PeerEnded),
+            Frame::End => {
+                // To a legacy peer `end` is a message like any other, so it is owed its ACK.
+                if self.dialect == Dialect::Legacy {
+                    let _ = self.send(&Frame::Ack);
+                }
+                Fault::Done(Ending::PeerEnded)
+            }
             Frame::Error(reason) => Fault::Done(Ending::PeerError(reason)),
             Frame::Shutdown if !self.is_server => Fault::Done(Ending::ServerShutdown),
             Frame::Kicked(reason) if !self.is_server => Fault::Done(Ending::Kicked(reason)),

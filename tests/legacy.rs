@@ -383,14 +383,14 @@ fn legacy_peers_breaking_the_format_or_the_limit_are_closed_while_another_client
                 peer.send(ACK);
                 peer.say("123456789");
             },
-            "Protocol error: legacy message frame of 9 bytes is over the limit of 8 bytes",
+            "Protocol error: a message of 9 bytes is over the limit of 8 bytes",
             "",
         ),
         (
             "a text that never ends, refused before its empty line",
             |peer| peer.send(format!("msg: {}", "x".repeat(100)).as_bytes()),
             // How much had arrived when it was refused depends on how the reads fell.
-            "Protocol error: legacy message frame of ",
+            "Protocol error: a message of ",
             " bytes is over the limit of 8 bytes",
         ),
     ];

@@ -926,6 +926,28 @@ fn a_goodbye_that_arrives_with_its_fin_is_read_before_the_close() {
 }
 
 #[test]
+fn an_echo_too_long_for_its_client_ends_the_chat_instead_of_holding_the_worker() {
+    let (mut server, port) = start_server(&["--echo", "--workers", "1"]);
+    let mut small = Peer::connect(port);
+    small.send(&Frame::Hello {
+        version: VERSION,
+        max_message: 4,
+        name: "small".into(),
+    });
+    small.expect_welcome();
+    small.send(&Frame::Message(b"too long to echo".to_vec()));
+    assert_eq!(small.expect("the ACK"), Frame::Ack);
+    assert_eq!(small.expect("END"), Frame::End);
+    small.expect_closed("after END");
+    assert_eq!(
+        server.expect_line("[#1 small] Not sent"),
+        "[#1 small] Not sent: the message is 16 bytes, over the client's limit of 4."
+    );
+    // The only worker is free again.
+    assert_eq!(chat_once(port, "next", b"hi"), 2);
+}
+
+#[test]
 fn a_second_message_on_the_operators_turn_is_out_of_turn() {
     let (mut server, port) = start_server(&[]);
     let mut eager = Peer::connect(port);
