@@ -304,7 +304,8 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(NOTICE_TIMEOUT));
         let config = &self.shared.config;
-        // A client that will be refused gets FULL whatever it speaks: no reason to wait for it.
+        // Only a client that will wait in line is waited for: one that will be refused is turned
+        // away at once, the line being full.
         let must_wait = {
             let state = self.shared.state.lock();
             let occupied = state.live.len() + state.waiting.len();

@@ -255,14 +255,15 @@ impl Default for Timeouts {
 /// loops once more, and one that wakes a millisecond late harms nobody.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
-/// The client's HELLO, once the server has read and accepted it.
+/// The client's HELLO, once the server has read and accepted it (for a legacy client, which sends
+/// none, what stands for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The client's name (may be empty; a legacy client has none).
     pub name: String,
     /// Largest message the client accepts.
     pub max_message: usize,
-    /// The protocol the client speaks; a legacy client's HELLO is its first message.
+    /// The protocol the client speaks.
     pub dialect: Dialect,
 }
 
@@ -547,6 +548,8 @@ impl Session {
                 };
                 self.flush()?;
                 let sent_at = Instant::now();
+                // These reports run while the answer's ACK is on its way: a slow front-end can
+                // lengthen this side's measured round trip, never the peer's.
                 events(Event::Received(&message));
                 speaker.heard(message);
                 if let Some(refusal) = refusal {
