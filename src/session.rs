@@ -354,7 +354,10 @@ impl Session {
         self.send(&hello).map_err(|e| self.fail(e))?;
         loop {
             // Waiting in line may take any time; only a stalled frame is cut off.
-            match self.recv(None, "WELCOME").map_err(|e| self.fail(e))? {
+            match self
+                .recv(None, Awaited::Welcome)
+                .map_err(|e| self.fail(e))?
+            {
                 Frame::Waiting { position } => on_wait(position),
                 Frame::Welcome {
                     session_id,
@@ -408,7 +411,7 @@ impl Session {
                 });
             }
         }
-        let frame = self.recv(Some(self.timeouts.handshake), "handshake");
+        let frame = self.recv(Some(self.timeouts.handshake), Awaited::Handshake);
         let hello = match frame.map_err(|e| self.fail(e))? {
             Frame::Hello {
                 version,
@@ -482,12 +485,12 @@ impl Session {
                     ))));
                 }
                 Opening::Undecided => {
-                    match self.read_more(since, Some(self.timeouts.handshake), "handshake") {
+                    match self.read_more(since, Some(self.timeouts.handshake), Awaited::Handshake) {
                         Ok(()) => {}
                         // The start of `msg: `: most likely an original client, which must not
                         // be sent a binary ERROR.
-                        Err(Fault::Timeout(reason)) if self.reader.has_buffered() => {
-                            return Err(Fault::Done(Ending::TimedOut(reason)));
+                        Err(Fault::Timeout { here, .. }) if self.reader.has_buffered() => {
+                            return Err(Fault::Done(Ending::TimedOut(here)));
                         }
                         Err(fault) => return Err(fault),
                     }
@@ -533,7 +536,7 @@ impl Session {
         speaker: &mut dyn Speaker,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        match self.recv(self.timeouts.idle, "message on your turn")? {
+        match self.recv(self.timeouts.idle, Awaited::Message)? {
             Frame::Message(message) => {
                 let answer = speaker.answer_at_once(&message);
                 let refusal = answer.as_deref().and_then(|a| self.refusal(a));
@@ -571,7 +574,8 @@ impl Session {
         sent: Result<Instant, Fault>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        let acked = sent.and_then(|sent_at| Ok((self.recv(self.timeouts.idle, "ACK")?, sent_at)));
+        let acked =
+            sent.and_then(|sent_at| Ok((self.recv(self.timeouts.idle, Awaited::Ack)?, sent_at)));
         let fault = match acked {
             Ok((Frame::Ack, sent_at)) => {
                 events(Event::Acked {
@@ -645,7 +649,7 @@ impl Session {
     /// once a frame has begun, it must be complete within the handshake timeout (a deadline, not
     /// a per-read limit), so a peer cannot hold a worker by sending half a frame, or a frame one
     /// byte at a time. `awaited` names what is read, for the timeout's message.
-    fn recv(&mut self, idle: Option<Duration>, awaited: &str) -> Result<Frame, Fault> {
+    fn recv(&mut self, idle: Option<Duration>, awaited: Awaited) -> Result<Frame, Fault> {
         let since = Instant::now();
         loop {
             match self.next_frame()? {
@@ -700,9 +704,12 @@ impl Session {
     fn beat(&mut self) -> Result<(), Fault> {
         if self.ping_sent.is_some() {
             let interval = self.timeouts.heartbeat.unwrap_or_default().as_secs_f64();
-            return Err(Fault::Timeout(format!(
-                "the other side stopped answering (no answer to PING within {interval} s)"
-            )));
+            return Err(Fault::Timeout {
+                to_peer: format!("no answer to PING within {interval} s"),
+                here: format!(
+                    "the other side stopped answering (no answer to PING within {interval} s)"
+                ),
+            });
         }
         self.send(&Frame::Ping)?;
         self.ping_sent = Some(Instant::now());
@@ -721,7 +728,7 @@ impl Session {
         &mut self,
         since: Instant,
         idle: Option<Duration>,
-        awaited: &str,
+        awaited: Awaited,
     ) -> Result<(), Fault> {
         let idle_deadline = idle.map(|idle| since + idle);
         loop {
@@ -741,7 +748,7 @@ impl Session {
                 }
                 if idle_deadline.is_some_and(|due| due <= now) {
                     let idle = idle.unwrap_or_default().as_secs_f64();
-                    return Err(Fault::Timeout(format!("no {awaited} within {idle} s")));
+                    return Err(awaited.timed_out(idle));
                 }
                 beat.into_iter().chain(idle_deadline).min()
             };
@@ -788,10 +795,14 @@ impl Session {
     }
 
     fn stalled(&self) -> Fault {
-        Fault::Timeout(format!(
+        let reason = format!(
             "a frame took more than {} s to arrive",
             self.timeouts.handshake.as_secs_f64()
-        ))
+        );
+        Fault::Timeout {
+            to_peer: reason.clone(),
+            here: reason,
+        }
     }
 
     /// The fault for a connection that reached end of stream.
@@ -878,8 +889,8 @@ impl Session {
                 Some(Frame::Error(reason.clone())),
                 Ending::Violation(reason),
             ),
-            Fault::Timeout(reason) => {
-                (Some(Frame::Error(reason.clone())), Ending::TimedOut(reason))
+            Fault::Timeout { to_peer, here } => {
+                (Some(Frame::Error(to_peer)), Ending::TimedOut(here))
             }
             Fault::Io(e) => (None, Ending::Io(e)),
         };
@@ -909,6 +920,40 @@ impl Session {
     }
 }
 
+/// What [`Session::recv`] waits for, which its timeout names.
+#[derive(Debug, Clone, Copy)]
+enum Awaited {
+    /// The client's first bytes.
+    Handshake,
+    /// WELCOME, while waiting in line (no time limit).
+    Welcome,
+    /// The peer's message, on its turn.
+    Message,
+    /// The ACK of this side's message.
+    Ack,
+}
+
+impl Awaited {
+    /// The timeout after `secs` seconds, told to the peer in its words and reported here in ours.
+    fn timed_out(self, secs: f64) -> Fault {
+        let (to_peer, here) = match self {
+            Awaited::Handshake | Awaited::Welcome => {
+                let reason = format!("no handshake within {secs} s");
+                (reason.clone(), reason)
+            }
+            Awaited::Message => (
+                format!("no message on your turn within {secs} s"),
+                format!("the other side sent no message on its turn within {secs} s"),
+            ),
+            Awaited::Ack => (
+                format!("no ACK within {secs} s"),
+                format!("the other side sent no ACK within {secs} s"),
+            ),
+        };
+        Fault::Timeout { to_peer, here }
+    }
+}
+
 /// Why a turn could not go on; [`Session::fail`] turns it into an [`Ending`].
 #[derive(Debug)]
 enum Fault {
@@ -918,8 +963,13 @@ enum Fault {
     Stop(StopReason),
     /// The peer broke the protocol.
     Violation(String),
-    /// The peer was too slow.
-    Timeout(String),
+    /// The peer was too slow: the reason as the peer is told it, and as this side reports it.
+    Timeout {
+        /// For the ERROR frame, in the peer's words ("your turn").
+        to_peer: String,
+        /// For this side's [`Ending`].
+        here: String,
+    },
     /// The socket failed.
     Io(io::Error),
 }
