@@ -504,7 +504,7 @@ impl FrameReader {
     /// How many more bytes complete the frame at the front of the buffer (the rest of the header
     /// when that is not complete yet).
     fn bytes_wanted(&self) -> usize {
-        let pending = &self.buf[self.start..self.end];
+        let pending = self.buffered();
         match pending.get(1..HEADER_LEN) {
             Some(l) => {
                 let len = be_u32(l) as usize;

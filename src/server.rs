@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use crate::error::Error;
 use crate::pool::WorkerPool;
 use crate::protocol::{Dialect, Frame, Opening, identify};
-use crate::session::{Ending, Event, Session, Speaker, StopReason, Stopper, Timeouts, Turn};
+use crate::session::{Ending, Event, Hello, Session, Speaker, StopReason, Stopper, Timeouts, Turn};
 
 /// How long shutdown waits for sessions to say goodbye before it closes their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -117,8 +117,8 @@ pub trait Frontend: Send + Sync + 'static {
 #[derive(Debug)]
 struct Live {
     peer: SocketAddr,
-    name: Mutex<String>,
-    dialect: Mutex<Dialect>,
+    /// The client's HELLO, once the handshake is done.
+    hello: OnceLock<Hello>,
     since: Instant,
     stopper: Arc<Stopper>,
     sent: AtomicU64,
@@ -134,7 +134,6 @@ struct Queued {
     since: Instant,
     /// A clone of the stream, for WAITING and SHUTDOWN notices.
     notices: TcpStream,
-    last_position: u32,
     /// The position the client was last told (0: none yet).
     told_position: u32,
     /// Whether the client has shown that it speaks our frames; unknown until its first byte.
@@ -347,7 +346,6 @@ impl Server {
             peer,
             since: Instant::now(),
             notices,
-            last_position: 0,
             told_position: 0,
             speaks_frames,
         });
@@ -407,9 +405,9 @@ impl ServerHandle {
             .iter()
             .map(|(&id, live)| SessionSummary {
                 id,
-                name: live.name.lock().clone(),
+                name: live.hello.get().map(|h| h.name.clone()).unwrap_or_default(),
                 peer: live.peer,
-                dialect: *live.dialect.lock(),
+                dialect: live.hello.get().map_or(Dialect::Frames, |h| h.dialect),
                 servers_turn: live.my_turn.load(Ordering::Relaxed),
                 sent: live.sent.load(Ordering::Relaxed),
                 received: live.received.load(Ordering::Relaxed),
@@ -421,11 +419,14 @@ impl ServerHandle {
     /// The clients waiting for a worker, first in line first.
     pub fn waiting(&self) -> Vec<WaitingSummary> {
         let state = self.shared.state.lock();
+        let busy = state.live.len();
+        let workers = self.shared.config.workers;
         state
             .waiting
             .iter()
-            .filter(|q| q.last_position > 0)
-            .map(|q| WaitingSummary {
+            .enumerate()
+            .filter(|&(index, _)| position(busy, index, workers) > 0)
+            .map(|(_, q)| WaitingSummary {
                 id: q.id,
                 peer: q.peer,
                 waited: q.since.elapsed(),
@@ -510,16 +511,20 @@ fn update_positions(state: &mut State, workers: usize) -> Option<u32> {
     let busy = state.live.len();
     let mut newest = None;
     for (index, queued) in state.waiting.iter_mut().enumerate() {
-        let position = (busy + index + 1).saturating_sub(workers);
-        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let position = position(busy, index, workers);
         newest = (position > 0).then_some(position);
         if position > 0 && position != queued.told_position && queued.speaks_frames() {
             notify(&queued.notices, &Frame::Waiting { position });
             queued.told_position = position;
         }
-        queued.last_position = position;
     }
     newest
+}
+
+/// The place in line (0: a worker is free for it) of the client at `index` in the waiting line,
+/// with `busy` sessions live.
+fn position(busy: usize, index: usize, workers: usize) -> u32 {
+    u32::try_from((busy + index + 1).saturating_sub(workers)).unwrap_or(u32::MAX)
 }
 
 /// A worker's whole handling of one connection: from the waiting line to the end of the chat.
@@ -530,8 +535,7 @@ fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
     };
     let live = Arc::new(Live {
         peer,
-        name: Mutex::new(String::new()),
-        dialect: Mutex::new(Dialect::Frames),
+        hello: OnceLock::new(),
         since: Instant::now(),
         stopper: Arc::clone(&stopper),
         sent: AtomicU64::new(0),
@@ -579,8 +583,7 @@ fn chat(
         Ok(hello) => hello,
         Err(ending) => return Some((false, ending)),
     };
-    *live.name.lock() = hello.name.clone();
-    *live.dialect.lock() = hello.dialect;
+    let hello = live.hello.get_or_init(|| hello);
     frontend.event(ServerEvent::Connected {
         id,
         peer: live.peer,

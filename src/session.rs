@@ -355,7 +355,7 @@ impl Session {
         loop {
             // Waiting in line may take any time; only a stalled frame is cut off.
             match self
-                .recv(None, Awaited::Welcome)
+                .recv(None, Awaited::Handshake)
                 .map_err(|e| self.fail(e))?
             {
                 Frame::Waiting { position } => on_wait(position),
@@ -472,7 +472,8 @@ impl Session {
 
     /// Waits for enough of the client's first bytes to tell its protocol.
     fn identify(&mut self) -> Result<Dialect, Fault> {
-        let since = Instant::now();
+        let handshake = self.timeouts.handshake;
+        let limit = (handshake, Instant::now() + handshake);
         loop {
             match crate::protocol::identify(self.reader.buffered()) {
                 Opening::Speaks(dialect) => return Ok(dialect),
@@ -485,7 +486,7 @@ impl Session {
                     ))));
                 }
                 Opening::Undecided => {
-                    match self.read_more(since, Some(self.timeouts.handshake), Awaited::Handshake) {
+                    match self.read_more(Some(limit), Awaited::Handshake) {
                         Ok(()) => {}
                         // The start of `msg: `: most likely an original client, which must not
                         // be sent a binary ERROR.
@@ -650,7 +651,7 @@ impl Session {
     /// a per-read limit), so a peer cannot hold a worker by sending half a frame, or a frame one
     /// byte at a time. `awaited` names what is read, for the timeout's message.
     fn recv(&mut self, idle: Option<Duration>, awaited: Awaited) -> Result<Frame, Fault> {
-        let since = Instant::now();
+        let idle = idle.map(|limit| (limit, Instant::now() + limit));
         loop {
             match self.next_frame()? {
                 Some(frame) => {
@@ -658,7 +659,7 @@ impl Session {
                         return Ok(frame);
                     }
                 }
-                None => self.read_more(since, idle, awaited)?,
+                None => self.read_more(idle, awaited)?,
             }
         }
     }
@@ -722,15 +723,14 @@ impl Session {
         started.elapsed() >= self.timeouts.handshake
     }
 
-    /// Reads once more for [`Session::recv`], which began waiting `since`, under its time
-    /// limits; sends PINGs while it waits.
+    /// Reads once more for [`Session::recv`], under its time limits: `idle` is the limit on the
+    /// whole wait and the deadline it gives; a frame begun has its own. Sends PINGs while it
+    /// waits.
     fn read_more(
         &mut self,
-        since: Instant,
-        idle: Option<Duration>,
+        idle: Option<(Duration, Instant)>,
         awaited: Awaited,
     ) -> Result<(), Fault> {
-        let idle_deadline = idle.map(|idle| since + idle);
         loop {
             let partial = self.reader.has_buffered();
             let now = Instant::now();
@@ -746,11 +746,12 @@ impl Session {
                     self.beat()?;
                     continue;
                 }
-                if idle_deadline.is_some_and(|due| due <= now) {
-                    let idle = idle.unwrap_or_default().as_secs_f64();
-                    return Err(awaited.timed_out(idle));
+                if let Some((limit, due)) = idle
+                    && due <= now
+                {
+                    return Err(awaited.timed_out(limit.as_secs_f64()));
                 }
-                beat.into_iter().chain(idle_deadline).min()
+                beat.into_iter().chain(idle.map(|(_, due)| due)).min()
             };
             self.set_read_timeout(deadline.map(|due| due.saturating_duration_since(now)))?;
             match self.reader.fill(&mut self.stream) {
@@ -923,10 +924,8 @@ impl Session {
 /// What [`Session::recv`] waits for, which its timeout names.
 #[derive(Debug, Clone, Copy)]
 enum Awaited {
-    /// The client's first bytes.
+    /// The other side's part of the handshake: the client's first bytes, or WELCOME.
     Handshake,
-    /// WELCOME, while waiting in line (no time limit).
-    Welcome,
     /// The peer's message, on its turn.
     Message,
     /// The ACK of this side's message.
@@ -937,7 +936,7 @@ impl Awaited {
     /// The timeout after `secs` seconds, told to the peer in its words and reported here in ours.
     fn timed_out(self, secs: f64) -> Fault {
         let (to_peer, here) = match self {
-            Awaited::Handshake | Awaited::Welcome => {
+            Awaited::Handshake => {
                 let reason = format!("no handshake within {secs} s");
                 (reason.clone(), reason)
             }
