@@ -537,67 +537,6 @@ impl FrameReader {
 mod tests {
     use super::*;
 
-    fn all_frames() -> Vec<Frame> {
-        vec![
-            Frame::Hello {
-                version: VERSION,
-                max_message: 65536,
-                name: "alice".into(),
-            },
-            Frame::Welcome {
-                session_id: 7,
-                max_message: 1024,
-                name: "hub".into(),
-            },
-            Frame::Waiting { position: 3 },
-            Frame::Message(b"a\0b\xff\nc".to_vec()),
-            Frame::Message(Vec::new()),
-            Frame::Ack,
-            Frame::End,
-            Frame::Full,
-            Frame::Shutdown,
-            Frame::Error("bad".into()),
-            Frame::Kicked("bye".into()),
-            Frame::Ping,
-            Frame::Pong,
-        ]
-    }
-
-    #[test]
-    fn every_frame_round_trips_whole_and_byte_by_byte() {
-        let mut wire = Vec::new();
-        for f in all_frames() {
-            f.encode_into(&mut wire);
-        }
-        let mut rest = &wire[..];
-        for f in all_frames() {
-            let (got, used) = decode(rest, 100).unwrap().unwrap();
-            assert_eq!(got, f);
-            rest = &rest[used..];
-        }
-        assert!(rest.is_empty());
-
-        // One byte per read: every split point must be handled.
-        struct Trickle<'a>(&'a [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-                let n = self.0.len().min(1).min(out.len());
-                out[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
-        let mut source = Trickle(&wire);
-        let mut reader = FrameReader::new(100);
-        for f in all_frames() {
-            assert_eq!(reader.read_frame(&mut source).unwrap(), f);
-        }
-        assert!(matches!(
-            reader.read_frame(&mut source),
-            Err(ReadError::Closed)
-        ));
-    }
-
     #[test]
     fn oversized_length_is_refused_from_the_header_alone() {
         let header = [kind::MESSAGE, 0xff, 0xff, 0xff, 0xff];

@@ -7,7 +7,10 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{Proc, TIMEOUT, free_port, is_roundtrip_line, run, start_client, start_server};
+use common::{
+    Proc, TIMEOUT, assert_hi_then_end_transcript, free_port, is_roundtrip_line, run, start_client,
+    start_server,
+};
 
 const USAGE_HEAD: &str = "Usage:";
 const SHUTDOWN_LINE: &str = "The server is shutting down. The chat has ended.";
@@ -18,23 +21,7 @@ fn echo_server_chat_prints_the_classic_transcript_and_exits_0() {
     let (mut server, port) = start_server(&["--echo"]);
     let client = run(&["client", "127.0.0.1", &port.to_string()], b"hi\nend\n");
     assert_eq!(client.code(), 0, "{client:#?}");
-    let lines = client.lines();
-    assert_eq!(lines.len(), 8, "unexpected transcript: {lines:#?}");
-    assert_eq!(
-        lines[0],
-        format!("Trying to connect to server: 127.0.0.1: {port}")
-    );
-    assert_eq!(lines[1], "Connected!");
-    assert_eq!(lines[2], "Send: hi");
-    assert_eq!(lines[3], "Message Received");
-    assert!(
-        is_roundtrip_line(lines[4], ""),
-        "bad RTT line: {:?}",
-        lines[4]
-    );
-    assert_eq!(lines[5], "Received: hi");
-    assert_eq!(lines[6], "Send: end");
-    assert_eq!(lines[7], "The chat has ended.");
+    assert_hi_then_end_transcript(&client, port, "Connected!", "Received: hi");
 
     let connected = server.expect_line("] Connected.");
     assert!(
@@ -175,17 +162,23 @@ fn clients_beyond_the_workers_wait_in_line_and_are_served_in_turn() {
     }
 }
 
+/// With one worker: `live` holds it, and `waiting` is first in line, as the operator has seen.
+fn live_and_waiting(server: &mut Proc, port: u16) -> (Proc, Proc) {
+    let mut live = start_client("live", port);
+    live.expect_line("Connected!");
+    let mut waiting = start_client("waiting", port);
+    waiting.expect_line("waiting in line (position 1).");
+    server.expect_line("[#2 127.0.0.1:");
+    (live, waiting)
+}
+
 /// The live client's half of the SIGINT test; the waiting client has a test of its own because
 /// it exposes a bug.
 #[test]
 fn sigint_on_server_tells_the_live_client_and_exits_0() {
     let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
-    let mut live = start_client("live", port);
-    live.expect_line("Connected!");
+    let (mut live, waiting) = live_and_waiting(&mut server, port);
     live.expect_text("Send: ");
-    let mut waiting = start_client("waiting", port);
-    waiting.expect_line("waiting in line (position 1).");
-    server.expect_line("[#2 127.0.0.1:");
 
     server.interrupt();
     assert_eq!(live.expect_line("shutting down"), SHUTDOWN_LINE);
@@ -204,11 +197,7 @@ fn sigint_on_server_tells_the_live_client_and_exits_0() {
 #[test]
 fn sigint_on_server_tells_the_waiting_client_which_exits_0() {
     let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
-    let mut live = start_client("live", port);
-    live.expect_line("Connected!");
-    let mut waiting = start_client("waiting", port);
-    waiting.expect_line("waiting in line (position 1).");
-    server.expect_line("[#2 127.0.0.1:");
+    let (_live, mut waiting) = live_and_waiting(&mut server, port);
 
     server.interrupt();
     waiting.wait_exit(TIMEOUT);

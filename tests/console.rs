@@ -83,6 +83,22 @@ fn three_waiting_for_the_operator(server: &mut Proc, port: u16) -> [Proc; 3] {
     clients
 }
 
+/// Alice, Bob and Carol join; Alice and then Carol speak, so they wait for the operator while
+/// Bob, silent, has his own turn.
+fn alice_and_carol_waiting_bob_silent(server: &mut Proc, port: u16) -> [Proc; 3] {
+    let [(mut alice, _), (bob, _), (mut carol, _)] =
+        [("alice", 1), ("bob", 2), ("carol", 3)].map(|(name, id)| join(server, port, name, id));
+    client_says(server, &mut alice, "#1 alice", "a1", "Send to #1 alice: ");
+    client_says(
+        server,
+        &mut carol,
+        "#3 carol",
+        "c1",
+        "Send to #1 alice (+1 waiting): ",
+    );
+    [alice, bob, carol]
+}
+
 /// The operator types `text`; asserts that the console took it under `prompt` (the session it
 /// names is the one the line goes to). With stdin piped the line is echoed right after the
 /// prompt, so the echo is either `{prompt}{text}` or, when the caller has just awaited
@@ -95,6 +111,27 @@ fn operator_types(server: &mut Proc, prompt: &str, text: &str) {
         "{text:?} was not taken under the prompt {prompt:?}: {echoed:?}\n{}",
         server.dump()
     );
+}
+
+/// The operator types `text` under `prompt`; the console delivers it to session `label`, whose
+/// client shows `received`.
+fn operator_answers(
+    server: &mut Proc,
+    prompt: &str,
+    text: &str,
+    label: &str,
+    client: &mut Proc,
+    received: &str,
+) {
+    operator_types(server, prompt, text);
+    delivered(server, label);
+    assert_eq!(next_received(client), received);
+}
+
+/// The operator types `text` under `prompt`, and the console refuses it with `error`.
+fn operator_is_refused(server: &mut Proc, prompt: &str, text: &str, error: &str) {
+    operator_types(server, prompt, text);
+    assert_eq!(server.expect_line("Error:"), error);
 }
 
 /// The session `label` got the operator's message (the client acknowledged it).
@@ -173,30 +210,34 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
     // Carol is answered first, out of order.
-    operator_types(
+    operator_answers(
         &mut server,
         "Send to #1 alice (+2 waiting): ",
         "@3 to carol",
+        "#3 carol",
+        &mut carol,
+        "Received: to carol",
     );
-    delivered(&mut server, "#3 carol");
-    assert_eq!(next_received(&mut carol), "Received: to carol");
 
     // Carol's turn now: the operator may not speak to her again, nor to a session that does not
     // exist, nor with a malformed @.
-    operator_types(&mut server, "Send to #1 alice (+1 waiting): ", "@3 again");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: it is not your turn with #3 carol; nothing was sent."
+    operator_is_refused(
+        &mut server,
+        "Send to #1 alice (+1 waiting): ",
+        "@3 again",
+        "Error: it is not your turn with #3 carol; nothing was sent.",
     );
-    operator_types(&mut server, "Send to #1 alice (+1 waiting): ", "@9 ghost");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: there is no session #9; nothing was sent."
+    operator_is_refused(
+        &mut server,
+        "Send to #1 alice (+1 waiting): ",
+        "@9 ghost",
+        "Error: there is no session #9; nothing was sent.",
     );
-    operator_types(&mut server, "Send to #1 alice (+1 waiting): ", "@x nobody");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: write @N TEXT, where N is a session number."
+    operator_is_refused(
+        &mut server,
+        "Send to #1 alice (+1 waiting): ",
+        "@x nobody",
+        "Error: write @N TEXT, where N is a session number.",
     );
 
     // None of that reached anyone: each client's next message is the next legitimate one, and
@@ -208,15 +249,30 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
         "c2",
         "Send to #1 alice (+2 waiting): ",
     );
-    operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "@3 second");
-    delivered(&mut server, "#3 carol");
-    assert_eq!(next_received(&mut carol), "Received: second");
-    operator_types(&mut server, "Send to #1 alice (+1 waiting): ", "to alice");
-    delivered(&mut server, "#1 alice");
-    assert_eq!(next_received(&mut alice), "Received: to alice");
-    operator_types(&mut server, "Send to #2 bob: ", "@2 to bob");
-    delivered(&mut server, "#2 bob");
-    assert_eq!(next_received(&mut bob), "Received: to bob");
+    operator_answers(
+        &mut server,
+        "Send to #1 alice (+2 waiting): ",
+        "@3 second",
+        "#3 carol",
+        &mut carol,
+        "Received: second",
+    );
+    operator_answers(
+        &mut server,
+        "Send to #1 alice (+1 waiting): ",
+        "to alice",
+        "#1 alice",
+        &mut alice,
+        "Received: to alice",
+    );
+    operator_answers(
+        &mut server,
+        "Send to #2 bob: ",
+        "@2 to bob",
+        "#2 bob",
+        &mut bob,
+        "Received: to bob",
+    );
 
     for client in [alice, bob, carol] {
         let done = client.finish();
@@ -303,23 +359,7 @@ fn list_shows_each_session_and_the_clients_waiting_in_line() {
 #[test]
 fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     let (mut server, port) = start_server(&["--workers", "3"]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+1 waiting): ",
-    );
+    let [mut alice, bob, carol] = alice_and_carol_waiting_bob_silent(&mut server, port);
 
     let mut dave = named_client("dave", port);
     dave.expect_line("waiting in line (position 1).");
@@ -329,14 +369,11 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     server.expect_line("[#5 127.0.0.1:");
 
     // A kick of nobody is an error.
-    operator_types(
+    operator_is_refused(
         &mut server,
         "Send to #1 alice (+1 waiting): ",
         "/kick 9 why",
-    );
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: there is no session #9."
+        "Error: there is no session #9.",
     );
 
     // Bob, on his own turn, is kicked with a reason.
@@ -384,9 +421,14 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     server.expect_line("[#5 erin ");
 
     // Only Alice waits now, and she gets the next plain line.
-    operator_types(&mut server, "Send to #1 alice: ", "still here");
-    delivered(&mut server, "#1 alice");
-    assert_eq!(next_received(&mut alice), "Received: still here");
+    operator_answers(
+        &mut server,
+        "Send to #1 alice: ",
+        "still here",
+        "#1 alice",
+        &mut alice,
+        "Received: still here",
+    );
 }
 
 #[test]
@@ -412,34 +454,28 @@ fn a_killed_client_owed_an_answer_is_reported_and_the_prompt_moves_on() {
     );
 
     // The prompt names the next in line at once, and a plain line goes to Bob.
-    operator_types(&mut server, "Send to #2 bob (+1 waiting): ", "to bob");
-    delivered(&mut server, "#2 bob");
-    assert_eq!(next_received(&mut bob), "Received: to bob");
-    operator_types(&mut server, "Send to #3 carol: ", "to carol");
-    delivered(&mut server, "#3 carol");
-    assert_eq!(next_received(&mut carol), "Received: to carol");
+    operator_answers(
+        &mut server,
+        "Send to #2 bob (+1 waiting): ",
+        "to bob",
+        "#2 bob",
+        &mut bob,
+        "Received: to bob",
+    );
+    operator_answers(
+        &mut server,
+        "Send to #3 carol: ",
+        "to carol",
+        "#3 carol",
+        &mut carol,
+        "Received: to carol",
+    );
 }
 
 #[test]
 fn a_reply_to_a_departed_session_is_refused_not_lost() {
     let (mut server, port) = start_server(&[]);
-    let (mut alice, _) = join(&mut server, port, "alice", 1);
-    let (mut bob, _) = join(&mut server, port, "bob", 2);
-    let (mut carol, _) = join(&mut server, port, "carol", 3);
-    client_says(
-        &mut server,
-        &mut alice,
-        "#1 alice",
-        "a1",
-        "Send to #1 alice: ",
-    );
-    client_says(
-        &mut server,
-        &mut carol,
-        "#3 carol",
-        "c1",
-        "Send to #1 alice (+1 waiting): ",
-    );
+    let [alice, mut bob, mut carol] = alice_and_carol_waiting_bob_silent(&mut server, port);
 
     // Alice vanishes while owed an answer; Bob ends his chat on his own turn.
     let _ = alice.kill_and_collect();
@@ -454,19 +490,26 @@ fn a_reply_to_a_departed_session_is_refused_not_lost() {
     assert_eq!(bob.code(), 0, "{bob:#?}");
 
     // Replies to either are refused, visibly, and Carol is still the one waiting.
-    operator_types(&mut server, "Send to #3 carol: ", "@1 too late");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: there is no session #1; nothing was sent."
+    operator_is_refused(
+        &mut server,
+        "Send to #3 carol: ",
+        "@1 too late",
+        "Error: there is no session #1; nothing was sent.",
     );
-    operator_types(&mut server, "Send to #3 carol: ", "@2 bye bob");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: there is no session #2; nothing was sent."
+    operator_is_refused(
+        &mut server,
+        "Send to #3 carol: ",
+        "@2 bye bob",
+        "Error: there is no session #2; nothing was sent.",
     );
-    operator_types(&mut server, "Send to #3 carol: ", "to carol");
-    delivered(&mut server, "#3 carol");
-    assert_eq!(next_received(&mut carol), "Received: to carol");
+    operator_answers(
+        &mut server,
+        "Send to #3 carol: ",
+        "to carol",
+        "#3 carol",
+        &mut carol,
+        "Received: to carol",
+    );
 }
 
 #[test]
@@ -481,9 +524,14 @@ fn unknown_commands_send_nothing_and_double_slash_sends_a_slash() {
         "{error:?}"
     );
     // Alice still waits, and `//` sends a line that starts with one slash.
-    operator_types(&mut server, "Send to #1 alice: ", "//shrug");
-    delivered(&mut server, "#1 alice");
-    assert_eq!(next_received(&mut alice), "Received: /shrug");
+    operator_answers(
+        &mut server,
+        "Send to #1 alice: ",
+        "//shrug",
+        "#1 alice",
+        &mut alice,
+        "Received: /shrug",
+    );
 
     let done = alice.finish();
     assert_eq!(done.code(), 0, "{done:#?}");
@@ -494,10 +542,11 @@ fn unknown_commands_send_nothing_and_double_slash_sends_a_slash() {
 fn kick_without_a_number_explains_its_usage() {
     let (mut server, port) = start_server(&[]);
     let mut alice = alice_waiting_for_the_operator(&mut server, port);
-    operator_types(&mut server, "Send to #1 alice: ", "/kick");
-    assert_eq!(
-        server.expect_line("Error:"),
-        "Error: write /kick N [REASON]."
+    operator_is_refused(
+        &mut server,
+        "Send to #1 alice: ",
+        "/kick",
+        "Error: write /kick N [REASON].",
     );
     // Nothing was sent and nobody was kicked: Alice still waits and gets the next line.
     operator_types(&mut server, "Send to #1 alice: ", "still served");
@@ -595,9 +644,14 @@ fn server_name_reaches_the_client_and_help_lists_the_commands() {
     ] {
         server.expect_line(command);
     }
-    operator_types(&mut server, "Send to #1 alice: ", "hello from hub");
-    delivered(&mut server, "#1 alice");
-    assert_eq!(next_received(&mut alice), "[hub] Received: hello from hub");
+    operator_answers(
+        &mut server,
+        "Send to #1 alice: ",
+        "hello from hub",
+        "#1 alice",
+        &mut alice,
+        "[hub] Received: hello from hub",
+    );
     let done = alice.finish();
     assert_eq!(done.code(), 0, "{done:#?}");
     assert!(!done.stdout.contains("Commands"), "{done:#?}");
@@ -684,9 +738,14 @@ fn end_as_an_answer_ends_only_that_chat() {
     }
 
     // Bob's chat goes on.
-    operator_types(&mut server, "Send to #2 bob: ", "still on");
-    delivered(&mut server, "#2 bob");
-    assert_eq!(next_received(&mut bob), "Received: still on");
+    operator_answers(
+        &mut server,
+        "Send to #2 bob: ",
+        "still on",
+        "#2 bob",
+        &mut bob,
+        "Received: still on",
+    );
     client_says(&mut server, &mut bob, "#2 bob", "b2", "Send to #2 bob: ");
 }
 
@@ -719,7 +778,12 @@ fn a_client_interrupted_while_owed_an_answer_leaves_the_queue() {
     let alice = finished(alice);
     assert_eq!(alice.code(), 0, "{alice:#?}");
 
-    operator_types(&mut server, "Send to #2 bob: ", "to bob");
-    delivered(&mut server, "#2 bob");
-    assert_eq!(next_received(&mut bob), "Received: to bob");
+    operator_answers(
+        &mut server,
+        "Send to #2 bob: ",
+        "to bob",
+        "#2 bob",
+        &mut bob,
+        "Received: to bob",
+    );
 }

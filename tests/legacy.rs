@@ -12,8 +12,8 @@ use client_server_chat::session::{
 };
 
 use common::{
-    Proc, SERVER_READY, Script, accept_one, good_turn, is_roundtrip_line, run, start_client,
-    start_server,
+    Proc, SERVER_READY, Script, accept_one, assert_hi_then_end_transcript,
+    echo_server_with_a_good_client, good_turn, is_roundtrip_line, run, start_client, start_server,
 };
 
 /// The longest a raw peer waits to connect, to be accepted, or for any read or write.
@@ -186,10 +186,7 @@ fn a_stranger_gets_one_line_saying_what_the_server_speaks_and_others_chat_on() {
             && notice.iter().filter(|&&b| b == b'\n').count() == 1,
         "the notice should be one human-readable line: {STRANGER_NOTICE:?}"
     );
-    let (mut server, port) = start_server(&["--echo"]);
-    let mut good = start_client("good", port);
-    good.expect_line("Connected!");
-    good_turn(&mut good, 0);
+    let (mut server, port, mut good) = echo_server_with_a_good_client(&[]);
 
     let strangers: [(&[u8], &str); 2] = [
         (b"hello there\n", "hello th"),
@@ -347,10 +344,7 @@ fn a_kick_or_a_shutdown_reaches_a_legacy_client_as_msg_end() {
 
 #[test]
 fn legacy_peers_breaking_the_format_or_the_limit_are_closed_while_another_client_chats_on() {
-    let (mut server, port) = start_server(&["--echo", "--max-message", "8"]);
-    let mut good = start_client("good", port);
-    good.expect_line("Connected!");
-    good_turn(&mut good, 0);
+    let (mut server, port, mut good) = echo_server_with_a_good_client(&["--max-message", "8"]);
 
     type Misbehave = fn(&mut LegacyPeer);
     let cases: [(&str, Misbehave, &str, &str); 4] = [
@@ -484,23 +478,12 @@ fn legacy_client_chats_with_an_original_server_and_end_sends_msg_end() {
     );
     original.join().expect("the original server's script");
     assert_eq!(client.code(), 0, "{client:#?}");
-    let lines = client.lines();
-    assert_eq!(lines.len(), 8, "unexpected transcript: {client:#?}");
-    assert_eq!(
-        lines[0],
-        format!("Trying to connect to server: 127.0.0.1: {port}")
+    assert_hi_then_end_transcript(
+        &client,
+        port,
+        "Connected! (speaking the original line protocol)",
+        "Received: two^Jlines",
     );
-    assert_eq!(lines[1], "Connected! (speaking the original line protocol)");
-    assert_eq!(lines[2], "Send: hi");
-    assert_eq!(lines[3], "Message Received");
-    assert!(
-        is_roundtrip_line(lines[4], ""),
-        "bad RTT line: {:?}",
-        lines[4]
-    );
-    assert_eq!(lines[5], "Received: two^Jlines");
-    assert_eq!(lines[6], "Send: end");
-    assert_eq!(lines[7], "The chat has ended.");
     assert!(client.stderr.is_empty(), "{client:#?}");
 }
 

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use client_server_chat::protocol::{Frame, FrameReader, HEADER_LEN, ReadError, VERSION};
 
-use common::{Proc, TIMEOUT, accept_one, good_turn, run, start_client, start_server};
+use common::{
+    Proc, TIMEOUT, accept_one, echo_server_with_a_good_client, good_turn, run, start_server,
+};
 
 /// The longest a raw peer waits to connect, for any one frame, or for a write to go out.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -401,10 +403,7 @@ fn bad_peers() -> Vec<BadPeer> {
 
 #[test]
 fn bad_frames_get_an_error_and_a_close_while_another_client_chats_on() {
-    let (mut server, port) = start_server(&["--echo", "--max-message", "16"]);
-    let mut good = start_client("good", port);
-    good.expect_line("Connected!");
-    good_turn(&mut good, 0);
+    let (mut server, port, mut good) = echo_server_with_a_good_client(&["--max-message", "16"]);
 
     // The good client is #1; each bad peer gets the next number.
     for (turn, (id, bad)) in (2u32..).zip(bad_peers()).enumerate() {
@@ -481,6 +480,23 @@ fn serve_waiter(mut waiter: Peer, id: u32, server: &mut Proc) {
     server.expect_line(&format!("[#{id} waiter] {LEFT}"));
 }
 
+/// `peer` holds the only worker and a waiter queues behind it; the server cuts `peer` off with
+/// ERROR(`told`) and shows the operator the line `shown`; then the waiter, session `waiter_id`,
+/// gets the worker and chats.
+fn cut_off_and_replaced(
+    server: &mut Proc,
+    port: u16,
+    peer: &mut Peer,
+    told: &str,
+    shown: &str,
+    waiter_id: u32,
+) {
+    let waiter = queue_behind(port);
+    peer.expect_error(told);
+    assert_eq!(server.expect_line(" Timed out: "), shown);
+    serve_waiter(waiter, waiter_id, server);
+}
+
 #[test]
 fn silent_stalling_and_idle_peers_are_cut_off_and_free_the_only_worker() {
     let (mut server, port) = start_server(&[
@@ -497,25 +513,27 @@ fn silent_stalling_and_idle_peers_are_cut_off_and_free_the_only_worker() {
     // A peer that connects and says nothing.
     let mut silent = Peer::connect(port);
     let addr = silent.local_addr();
-    let waiter = queue_behind(port);
-    silent.expect_error("no handshake within 1 s");
-    assert_eq!(
-        server.expect_line("no handshake"),
-        format!("[#1 {addr}] Not connected: Timed out: no handshake within 1 s")
+    cut_off_and_replaced(
+        &mut server,
+        port,
+        &mut silent,
+        "no handshake within 1 s",
+        &format!("[#1 {addr}] Not connected: Timed out: no handshake within 1 s"),
+        2,
     );
-    serve_waiter(waiter, 2, &mut server);
 
     // Three bytes of a HELLO header, then nothing.
     let mut stub = Peer::connect(port);
     let addr = stub.local_addr();
     stub.send_bytes(&hello("stub").encode()[..3]);
-    let waiter = queue_behind(port);
-    stub.expect_error(stalled);
-    assert_eq!(
-        server.expect_line(stalled),
-        format!("[#3 {addr}] Not connected: Timed out: {stalled}")
+    cut_off_and_replaced(
+        &mut server,
+        port,
+        &mut stub,
+        stalled,
+        &format!("[#3 {addr}] Not connected: Timed out: {stalled}"),
+        4,
     );
-    serve_waiter(waiter, 4, &mut server);
 
     // A long HELLO dripped one byte every 300 ms: the frame's deadline is not reset by each
     // byte, so the server cuts it off long before the 78 bytes are in.
@@ -564,25 +582,27 @@ fn silent_stalling_and_idle_peers_are_cut_off_and_free_the_only_worker() {
     let mut message = Frame::Message(b"0123456789".to_vec()).encode();
     message.truncate(HEADER_LEN + 4);
     half.send_bytes(&message);
-    let waiter = queue_behind(port);
-    half.expect_error(stalled);
-    assert_eq!(
-        server.expect_line(stalled),
-        format!("[#7 half] Timed out: {stalled}")
+    cut_off_and_replaced(
+        &mut server,
+        port,
+        &mut half,
+        stalled,
+        &format!("[#7 half] Timed out: {stalled}"),
+        8,
     );
-    serve_waiter(waiter, 8, &mut server);
 
     // Welcomed, and never says anything.
     let mut idle = Peer::connect(port);
     assert_eq!(idle.handshake("idle"), 9);
-    let waiter = queue_behind(port);
-    idle.expect_error("no message on your turn within 1 s");
     // The client is told in its words, the operator in the server's.
-    assert_eq!(
-        server.expect_line("[#9 idle] Timed out"),
-        "[#9 idle] Timed out: the other side sent no message on its turn within 1 s"
+    cut_off_and_replaced(
+        &mut server,
+        port,
+        &mut idle,
+        "no message on your turn within 1 s",
+        "[#9 idle] Timed out: the other side sent no message on its turn within 1 s",
+        10,
     );
-    serve_waiter(waiter, 10, &mut server);
 
     // Sends a message, takes the echo, and never acknowledges it.
     let mut mute = Peer::connect(port);
@@ -590,17 +610,18 @@ fn silent_stalling_and_idle_peers_are_cut_off_and_free_the_only_worker() {
     mute.send(&Frame::Message(b"ping".to_vec()));
     assert_eq!(mute.expect("the ACK"), Frame::Ack);
     assert_eq!(mute.expect("the echo"), Frame::Message(b"ping".to_vec()));
-    let waiter = queue_behind(port);
-    mute.expect_error("no ACK within 1 s");
     assert_eq!(
         server.expect_line("[#11 mute] Received:"),
         "[#11 mute] Received: ping"
     );
-    assert_eq!(
-        server.expect_line("[#11 mute] Timed out"),
-        "[#11 mute] Timed out: the other side sent no ACK within 1 s"
+    cut_off_and_replaced(
+        &mut server,
+        port,
+        &mut mute,
+        "no ACK within 1 s",
+        "[#11 mute] Timed out: the other side sent no ACK within 1 s",
+        12,
     );
-    serve_waiter(waiter, 12, &mut server);
 
     // And the real client still gets served by the only worker.
     let client = run(

@@ -422,3 +422,42 @@ pub fn good_turn(good: &mut Proc, turn: usize) {
     good.send_line(&text);
     assert_eq!(good.expect_line("Received:"), format!("Received: {text}"));
 }
+
+/// Starts `server --echo EXTRA...` and a client that chats once through it; the test shows later,
+/// with [`good_turn`], that this client went on untouched.
+pub fn echo_server_with_a_good_client(extra: &[&str]) -> (Proc, u16, Proc) {
+    let mut args = vec!["--echo"];
+    args.extend_from_slice(extra);
+    let (server, port) = start_server(&args);
+    let mut good = start_client("good", port);
+    good.expect_line("Connected!");
+    good_turn(&mut good, 0);
+    (server, port, good)
+}
+
+/// Asserts the whole stdout of a client whose input was `hi`, then `end`: `connected` is its
+/// second line, and `received` the answer it was sent.
+pub fn assert_hi_then_end_transcript(
+    client: &Finished,
+    port: u16,
+    connected: &str,
+    received: &str,
+) {
+    let lines = client.lines();
+    assert_eq!(lines.len(), 8, "unexpected transcript: {client:#?}");
+    assert_eq!(
+        lines[0],
+        format!("Trying to connect to server: 127.0.0.1: {port}")
+    );
+    assert_eq!(lines[1], connected);
+    assert_eq!(lines[2], "Send: hi");
+    assert_eq!(lines[3], "Message Received");
+    assert!(
+        is_roundtrip_line(lines[4], ""),
+        "bad RTT line: {:?}",
+        lines[4]
+    );
+    assert_eq!(lines[5], received);
+    assert_eq!(lines[6], "Send: end");
+    assert_eq!(lines[7], "The chat has ended.");
+}
