@@ -18,7 +18,9 @@
 //!   write; the ack of the echo);
 //! - (c) throughput: C concurrent sessions of 16 B turns against W workers, C in {1, W, 4W},
 //!   against a thread-per-connection bare echo server: messages acknowledged per second, and the
-//!   longest wait in line (connect to WELCOME; for bare, the connect).
+//!   longest wait in line (connect to WELCOME; for bare, the connect). A reference column,
+//!   `bare pool`, runs the bare echo on W long-lived threads fed by a crossbeam channel: the
+//!   chat's architecture without the chat, to tell the cost of the chat from the cost of a pool.
 //!
 //! It prints p50, p90, p99, p99.9 and max in microseconds for each, with the chat/bare ratio of
 //! each, an ASCII histogram of the chat's 16 B RTT, and last a single `summary:` line of numbers:
@@ -81,10 +83,12 @@ fn run() -> BenchResult<()> {
     let started = Instant::now();
     let plan = Plan::from_env()?;
     let chat = ChatServer::start(plan.workers)?;
-    let bare = BareServer::start()?;
+    let bare = BareServer::start(BareThreads::PerConnection)?;
+    let pooled = BareServer::start(BareThreads::Pool(plan.workers))?;
     let addrs = Addrs {
         chat: chat.addr,
         bare: bare.addr,
+        pooled: pooled.addr,
     };
     plan.print();
     measure_latency(&addrs, SMALL, plan.warmup_rounds)?;
@@ -94,6 +98,7 @@ fn run() -> BenchResult<()> {
     let rss = rss_kib();
     chat.stop()?;
     bare.stop()?;
+    pooled.stop()?;
     report(&small, &large, &loads, &plan);
     println!("finished in {:.1} s", started.elapsed().as_secs_f64());
     println!("{}", summary(&small, &loads, plan.workers, rss));
@@ -168,6 +173,8 @@ impl Plan {
 struct Addrs {
     chat: SocketAddr,
     bare: SocketAddr,
+    /// The bare server on a pool of W threads.
+    pooled: SocketAddr,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,7 +294,17 @@ fn chat_session(addr: SocketAddr, payload: &[u8], messages: usize) -> BenchResul
 // ---------------------------------------------------------------------------------------------
 // The bare baseline: the same frames over std::net, nothing else.
 
-/// A thread-per-connection server that answers PING with an ack and TURN with ack and echo.
+/// How the bare server gives its connections threads.
+#[derive(Debug, Clone, Copy)]
+enum BareThreads {
+    /// A new thread for each connection: the baseline of every ratio.
+    PerConnection,
+    /// This many long-lived threads taking connections from a crossbeam channel, as the chat's
+    /// `WorkerPool` does.
+    Pool(usize),
+}
+
+/// A server that answers PING with an ack and TURN with ack and echo.
 struct BareServer {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
@@ -295,14 +312,14 @@ struct BareServer {
 }
 
 impl BareServer {
-    fn start() -> BenchResult<BareServer> {
+    fn start(threads: BareThreads) -> BenchResult<BareServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stopping);
         let acceptor = thread::Builder::new()
             .name("bare-acceptor".into())
-            .spawn(move || accept_bare(&listener, &flag))?;
+            .spawn(move || accept_bare(&listener, &flag, threads))?;
         Ok(BareServer {
             addr,
             stopping,
@@ -321,22 +338,46 @@ impl BareServer {
     }
 }
 
-fn accept_bare(listener: &TcpListener, stopping: &AtomicBool) {
-    let mut peers: Vec<JoinHandle<()>> = Vec::new();
+fn accept_bare(listener: &TcpListener, stopping: &AtomicBool, threads: BareThreads) {
+    // A client that leaves mid-exchange ends its connection; that is no failure here.
+    let serve = |stream| drop(serve_bare(stream));
+    let (pool, mut peers) = match threads {
+        BareThreads::PerConnection => (None, Vec::new()),
+        BareThreads::Pool(size) => {
+            let (jobs, queue) = crossbeam_channel::unbounded::<TcpStream>();
+            let workers = (0..size)
+                .filter_map(|_| {
+                    let queue = queue.clone();
+                    thread::Builder::new()
+                        .name("bare-worker".into())
+                        .spawn(move || queue.iter().for_each(serve))
+                        .ok()
+                })
+                .collect();
+            (Some(jobs), workers)
+        }
+    };
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = conn else { break };
+        if let Some(jobs) = &pool {
+            if jobs.send(stream).is_err() {
+                break;
+            }
+            continue;
+        }
         let spawned = thread::Builder::new()
             .name("bare-peer".into())
-            // A client that leaves mid-exchange ends its thread; that is no failure here.
-            .spawn(move || drop(serve_bare(stream)));
+            .spawn(move || serve(stream));
         if let Ok(peer) = spawned {
             peers.push(peer);
         }
         peers.retain(|peer| !peer.is_finished());
     }
+    // Pool workers end once the channel is closed and drained.
+    drop(pool);
     for peer in peers {
         let _ = peer.join();
     }
@@ -569,11 +610,13 @@ impl Load {
 }
 
 /// Chat and bare throughput at one client count.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct LoadRow {
     clients: usize,
     chat: Load,
     bare: Load,
+    /// The bare server on a pool of W threads.
+    pooled: Load,
 }
 
 fn measure_throughput(addrs: &Addrs, plan: &Plan) -> BenchResult<Vec<LoadRow>> {
@@ -581,22 +624,23 @@ fn measure_throughput(addrs: &Addrs, plan: &Plan) -> BenchResult<Vec<LoadRow>> {
     let turns = plan.per_client;
     let chat = || chat_session(addrs.chat, &payload, turns).map(|run| (turns as u64, run.wait));
     let bare = || bare_session(addrs.bare, &payload, turns);
+    let pooled = || bare_session(addrs.pooled, &payload, turns);
     let mut rows: Vec<LoadRow> = [1, plan.workers, 4 * plan.workers]
         .into_iter()
         .map(|clients| LoadRow {
             clients,
-            chat: Load::default(),
-            bare: Load::default(),
+            ..LoadRow::default()
         })
         .collect();
     for round in 0..plan.throughput_rounds {
         for row in &mut rows {
-            if round % 2 == 0 {
-                row.chat.add(run_clients(row.clients, chat)?);
-                row.bare.add(run_clients(row.clients, bare)?);
-            } else {
-                row.bare.add(run_clients(row.clients, bare)?);
-                row.chat.add(run_clients(row.clients, chat)?);
+            // Each server goes first in turn, so that none always follows the same one.
+            for slot in 0..3 {
+                match (round + slot) % 3 {
+                    0 => row.chat.add(run_clients(row.clients, chat)?),
+                    1 => row.bare.add(run_clients(row.clients, bare)?),
+                    _ => row.pooled.add(run_clients(row.clients, pooled)?),
+                }
             }
         }
     }
@@ -753,18 +797,28 @@ fn ratios(chat: &Stats, bare: &Stats) -> [f64; 5] {
 fn print_loads(loads: &[LoadRow], workers: usize) {
     println!();
     println!(
-        "(c) throughput, {SMALL} B turns, W = {workers} workers (bare: a thread per connection)"
+        "(c) throughput, {SMALL} B turns, W = {workers} workers (bare: a thread per connection; \
+         bare pool: W threads fed by a channel, the chat's architecture without the chat)"
     );
     println!(
-        "{:>8}{:>14}{:>14}{:>8}{:>18}{:>18}",
-        "clients", "chat msg/s", "bare msg/s", "ratio", "chat max wait us", "bare connect us"
+        "{:>8}{:>14}{:>14}{:>8}{:>15}{:>8}{:>18}{:>18}",
+        "clients",
+        "chat msg/s",
+        "bare msg/s",
+        "ratio",
+        "bare pool",
+        "ratio",
+        "chat max wait us",
+        "bare connect us"
     );
     for row in loads {
-        let (chat, bare) = (row.chat.per_second().round(), row.bare.per_second().round());
+        let [chat, bare, pooled] =
+            [row.chat, row.bare, row.pooled].map(|load| load.per_second().round());
         println!(
-            "{:>8}{chat:>14.0}{bare:>14.0}{:>8.3}{:>18.1}{:>18.1}",
+            "{:>8}{chat:>14.0}{bare:>14.0}{:>8.3}{pooled:>15.0}{:>8.3}{:>18.1}{:>18.1}",
             row.clients,
             ratio(chat, bare),
+            ratio(chat, pooled),
             micros(row.chat.longest_wait),
             micros(row.bare.longest_wait)
         );
