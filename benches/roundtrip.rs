@@ -23,7 +23,7 @@
 //!   chat's architecture without the chat, to tell the cost of the chat from the cost of a pool.
 //!
 //! It prints p50, p90, p99, p99.9 and max in microseconds for each, with the chat/bare ratio of
-//! each, an ASCII histogram of the chat's 16 B RTT, and last a single `summary:` line of numbers:
+//! each (and in (c) the chat/bare pool ratio), an ASCII histogram of the chat's 16 B RTT, and last a single `summary:` line of numbers:
 //! rtt and turn figures at 16 B, msgs_per_s at C = W, server_rss_kib the VmRSS of this process
 //! (which hosts the server) once the measurements are done. Each ratio there is computed from the
 //! rounded figures printed beside it.
@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
 
 use client_server_chat::client;
 use client_server_chat::protocol::DEFAULT_MAX_MESSAGE;
@@ -147,7 +149,7 @@ impl Plan {
             warmup_rounds: scaled(3.0),
             small_rounds: scaled(75.0),
             large_rounds: scaled(25.0),
-            throughput_rounds: scaled(80.0).max(2),
+            throughput_rounds: scaled(80.0).div_ceil(ORDERS.len()) * ORDERS.len(),
             per_client: scaled(250.0).max(20),
         })
     }
@@ -168,7 +170,7 @@ impl Plan {
     }
 }
 
-/// Where the two servers listen.
+/// Where the three servers listen.
 #[derive(Debug, Clone, Copy)]
 struct Addrs {
     chat: SocketAddr,
@@ -315,11 +317,15 @@ impl BareServer {
     fn start(threads: BareThreads) -> BenchResult<BareServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
+        let pool = match threads {
+            BareThreads::PerConnection => None,
+            BareThreads::Pool(size) => Some(BarePool::start(size)?),
+        };
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stopping);
         let acceptor = thread::Builder::new()
             .name("bare-acceptor".into())
-            .spawn(move || accept_bare(&listener, &flag, threads))?;
+            .spawn(move || accept_bare(&listener, &flag, pool))?;
         Ok(BareServer {
             addr,
             stopping,
@@ -338,31 +344,38 @@ impl BareServer {
     }
 }
 
-fn accept_bare(listener: &TcpListener, stopping: &AtomicBool, threads: BareThreads) {
-    // A client that leaves mid-exchange ends its connection; that is no failure here.
-    let serve = |stream| drop(serve_bare(stream));
-    let (pool, mut peers) = match threads {
-        BareThreads::PerConnection => (None, Vec::new()),
-        BareThreads::Pool(size) => {
-            let (jobs, queue) = crossbeam_channel::unbounded::<TcpStream>();
-            let workers = (0..size)
-                .filter_map(|_| {
-                    let queue = queue.clone();
-                    thread::Builder::new()
-                        .name("bare-worker".into())
-                        .spawn(move || queue.iter().for_each(serve))
-                        .ok()
-                })
-                .collect();
-            (Some(jobs), workers)
-        }
+/// The long-lived threads of [`BareThreads::Pool`] and the channel that feeds them.
+struct BarePool {
+    jobs: Sender<TcpStream>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BarePool {
+    fn start(size: usize) -> io::Result<BarePool> {
+        let (jobs, queue) = crossbeam_channel::unbounded::<TcpStream>();
+        let workers = (0..size)
+            .map(|_| {
+                let queue = queue.clone();
+                thread::Builder::new()
+                    .name("bare-worker".into())
+                    .spawn(move || queue.iter().for_each(serve_quietly))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(BarePool { jobs, workers })
+    }
+}
+
+fn accept_bare(listener: &TcpListener, stopping: &AtomicBool, pool: Option<BarePool>) {
+    let (jobs, mut threads) = match pool {
+        Some(BarePool { jobs, workers }) => (Some(jobs), workers),
+        None => (None, Vec::new()),
     };
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = conn else { break };
-        if let Some(jobs) = &pool {
+        if let Some(jobs) = &jobs {
             if jobs.send(stream).is_err() {
                 break;
             }
@@ -370,17 +383,23 @@ fn accept_bare(listener: &TcpListener, stopping: &AtomicBool, threads: BareThrea
         }
         let spawned = thread::Builder::new()
             .name("bare-peer".into())
-            .spawn(move || serve(stream));
-        if let Ok(peer) = spawned {
-            peers.push(peer);
+            .spawn(move || serve_quietly(stream));
+        if let Ok(thread) = spawned {
+            threads.push(thread);
         }
-        peers.retain(|peer| !peer.is_finished());
+        threads.retain(|thread| !thread.is_finished());
     }
     // Pool workers end once the channel is closed and drained.
-    drop(pool);
-    for peer in peers {
-        let _ = peer.join();
+    drop(jobs);
+    for thread in threads {
+        let _ = thread.join();
     }
+}
+
+/// Serves one bare connection. A client that leaves mid-exchange ends it; that is no failure
+/// here.
+fn serve_quietly(stream: TcpStream) {
+    drop(serve_bare(stream));
 }
 
 /// One bare connection: answer frames until the client closes.
@@ -609,7 +628,7 @@ impl Load {
     }
 }
 
-/// Chat and bare throughput at one client count.
+/// Chat, bare and bare pool throughput at one client count.
 #[derive(Debug, Default)]
 struct LoadRow {
     clients: usize,
@@ -618,6 +637,17 @@ struct LoadRow {
     /// The bare server on a pool of W threads.
     pooled: Load,
 }
+
+/// Every order of the three servers (chat 0, bare 1, bare pool 2), one per throughput round in
+/// turn: each goes first, second and last equally often, and follows each other one equally often.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
 
 fn measure_throughput(addrs: &Addrs, plan: &Plan) -> BenchResult<Vec<LoadRow>> {
     let payload = pattern(SMALL);
@@ -634,9 +664,8 @@ fn measure_throughput(addrs: &Addrs, plan: &Plan) -> BenchResult<Vec<LoadRow>> {
         .collect();
     for round in 0..plan.throughput_rounds {
         for row in &mut rows {
-            // Each server goes first in turn, so that none always follows the same one.
-            for slot in 0..3 {
-                match (round + slot) % 3 {
+            for server in ORDERS[round % ORDERS.len()] {
+                match server {
                     0 => row.chat.add(run_clients(row.clients, chat)?),
                     1 => row.bare.add(run_clients(row.clients, bare)?),
                     _ => row.pooled.add(run_clients(row.clients, pooled)?),
@@ -807,7 +836,7 @@ fn print_loads(loads: &[LoadRow], workers: usize) {
         "bare msg/s",
         "ratio",
         "bare pool",
-        "ratio",
+        "/pool",
         "chat max wait us",
         "bare connect us"
     );
