@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{
-    Proc, TIMEOUT, assert_hi_then_end_transcript, free_port, is_roundtrip_line, run, start_client,
+    Proc, TIMEOUT, assert_hi_then_end_transcript, expect_ack, free_port, run, start_client,
     start_server,
 };
 
@@ -53,16 +53,9 @@ fn operator_replies_and_ends_the_chat_then_serves_the_next_client() {
     alice.send_line("hi");
     assert_eq!(server.expect_line("Received:"), "[#1] Received: hi");
     operator_answers(&mut server, 1, "hello");
-    assert_eq!(
-        server.expect_line("Message Received"),
-        "[#1] Message Received"
-    );
-    let rtt = server.expect_line("Roundtrip time");
-    assert!(is_roundtrip_line(&rtt, "[#1] "), "bad RTT line: {rtt:?}");
+    expect_ack(&mut server, "[#1] ");
 
-    alice.expect_line("Message Received");
-    let rtt = alice.expect_line("Roundtrip time");
-    assert!(is_roundtrip_line(&rtt, ""), "bad RTT line: {rtt:?}");
+    expect_ack(&mut alice, "");
     assert_eq!(alice.expect_line("Received:"), "Received: hello");
 
     // The operator may only end the chat on its own turn: Alice speaks once more.
@@ -73,8 +66,7 @@ fn operator_replies_and_ends_the_chat_then_serves_the_next_client() {
         alice.expect_line("left the chat"),
         "The other side left the chat."
     );
-    let alice_done = alice.finish();
-    assert_eq!(alice_done.code(), 0, "{alice_done:#?}");
+    alice.expect_exit(0);
     server.expect_line("[#1] You ended the chat.");
 
     // The server goes on: a second client is served by the operator.
@@ -89,16 +81,14 @@ fn operator_replies_and_ends_the_chat_then_serves_the_next_client() {
     assert_eq!(server.expect_line("Received:"), "[#2] Received: again");
     operator_answers(&mut server, 2, "ok");
     assert_eq!(bob.expect_line("Received:"), "Received: ok");
-    let bob_done = bob.finish();
-    assert_eq!(bob_done.code(), 0, "{bob_done:#?}");
+    bob.expect_exit(0);
     assert_eq!(
         server.expect_line("left the chat"),
         "[#2] The other side left the chat."
     );
 
     // End of the operator's input shuts the server down gracefully.
-    let server_done = server.finish();
-    assert_eq!(server_done.code(), 0, "{server_done:#?}");
+    let server_done = server.expect_exit(0);
     assert!(
         server_done.stdout.contains("End of input: shutting down."),
         "{server_done:#?}"
@@ -145,19 +135,16 @@ fn clients_beyond_the_workers_wait_in_line_and_are_served_in_turn() {
     first.close_stdin();
     third.expect_line("Connected!");
     fourth.expect_line("All workers are busy: you are waiting in line (position 1).");
-    let first = first.finish();
-    assert_eq!(first.code(), 0, "{first:#?}");
+    first.expect_exit(0);
 
     second.close_stdin();
     fourth.expect_line("Connected!");
-    let second = second.finish();
-    assert_eq!(second.code(), 0, "{second:#?}");
+    second.expect_exit(0);
 
     for mut client in [third, fourth] {
         client.send_line("hi");
         client.expect_line("Received: hi");
-        let done = client.finish();
-        assert_eq!(done.code(), 0, "{done:#?}");
+        let done = client.expect_exit(0);
         assert!(done.stdout.contains("The chat has ended."), "{done:#?}");
     }
 }
@@ -182,8 +169,7 @@ fn sigint_on_server_tells_the_live_client_and_exits_0() {
 
     server.interrupt();
     assert_eq!(live.expect_line("shutting down"), SHUTDOWN_LINE);
-    let live = live.finish();
-    assert_eq!(live.code(), 0, "{live:#?}");
+    live.expect_exit(0);
 
     let status = server.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "server: {}", server.dump());
@@ -201,8 +187,7 @@ fn sigint_on_server_tells_the_waiting_client_which_exits_0() {
 
     server.interrupt();
     waiting.wait_exit(TIMEOUT);
-    let waiting = waiting.finish();
-    assert_eq!(waiting.code(), 0, "{waiting:#?}");
+    let waiting = waiting.expect_exit(0);
     assert!(
         waiting.lines().contains(&SHUTDOWN_LINE),
         "no shutdown line on stdout: {waiting:#?}"

@@ -198,8 +198,7 @@ fn plain_lines_answer_the_longest_waiting_session_first() {
     server.expect_line("Nobody is waiting for an answer; nothing was sent.");
 
     for client in [alice, bob, carol] {
-        let done = client.finish();
-        assert_eq!(done.code(), 0, "{done:#?}");
+        let done = client.expect_exit(0);
         assert!(!done.stdout.contains("to nobody"), "{done:#?}");
     }
 }
@@ -275,8 +274,7 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     );
 
     for client in [alice, bob, carol] {
-        let done = client.finish();
-        assert_eq!(done.code(), 0, "{done:#?}");
+        let done = client.expect_exit(0);
         for stray in ["again", "ghost", "nobody"] {
             assert!(!done.stdout.contains(stray), "{stray:?} arrived: {done:#?}");
         }
@@ -349,8 +347,7 @@ fn list_shows_each_session_and_the_clients_waiting_in_line() {
 
     // Nobody was sent "/list".
     for client in [alice, bob, carol] {
-        let done = client.finish();
-        assert_eq!(done.code(), 0, "{done:#?}");
+        let done = client.expect_exit(0);
         assert!(!done.stdout.contains("list"), "{done:#?}");
     }
     dave.expect_line("Connected!");
@@ -533,8 +530,7 @@ fn unknown_commands_send_nothing_and_double_slash_sends_a_slash() {
         "Received: /shrug",
     );
 
-    let done = alice.finish();
-    assert_eq!(done.code(), 0, "{done:#?}");
+    let done = alice.expect_exit(0);
     assert!(!done.stdout.contains("frobnicate"), "{done:#?}");
 }
 
@@ -652,8 +648,7 @@ fn server_name_reaches_the_client_and_help_lists_the_commands() {
         &mut alice,
         "[hub] Received: hello from hub",
     );
-    let done = alice.finish();
-    assert_eq!(done.code(), 0, "{done:#?}");
+    let done = alice.expect_exit(0);
     assert!(!done.stdout.contains("Commands"), "{done:#?}");
 }
 

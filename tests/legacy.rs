@@ -13,7 +13,8 @@ use client_server_chat::session::{
 
 use common::{
     Proc, SERVER_READY, Script, accept_one, assert_hi_then_end_transcript,
-    echo_server_with_a_good_client, good_turn, is_roundtrip_line, run, start_client, start_server,
+    echo_server_with_a_good_client, expect_ack, good_turn, is_roundtrip_line, run, start_client,
+    start_server,
 };
 
 /// The longest a raw peer waits to connect, to be accepted, or for any read or write.
@@ -168,12 +169,6 @@ fn original_server(
     (port, handle)
 }
 
-fn expect_exit(proc: Proc, code: i32) -> common::Finished {
-    let done = proc.finish();
-    assert_eq!(done.code(), code, "{done:#?}");
-    done
-}
-
 // ---------------------------------------------------------------------------------------------
 // The server: telling the protocols apart.
 
@@ -214,7 +209,7 @@ fn a_stranger_gets_one_line_saying_what_the_server_speaks_and_others_chat_on() {
     }
 
     good.send_line("end");
-    expect_exit(good, 0);
+    good.expect_exit(0);
     server.expect_line(&format!("[#1] {LEFT}"));
 }
 
@@ -244,15 +239,7 @@ fn a_legacy_client_chats_with_the_echo_server_and_its_newlines_show_as_caret_j()
         server.expect_line("Received:"),
         "[#1 (legacy)] Received: two^Jlines"
     );
-    assert_eq!(
-        server.expect_line("Message Received"),
-        "[#1 (legacy)] Message Received"
-    );
-    let rtt = server.expect_line("Roundtrip time");
-    assert!(
-        is_roundtrip_line(&rtt, "[#1 (legacy)] "),
-        "bad RTT line: {rtt:?}"
-    );
+    expect_ack(&mut server, "[#1 (legacy)] ");
     assert_eq!(server.expect_line("Received:"), "[#1 (legacy)] Received: ");
     assert_eq!(
         server.expect_line("left the chat"),
@@ -339,7 +326,7 @@ fn a_kick_or_a_shutdown_reaches_a_legacy_client_as_msg_end() {
     stayed.expect(&msg("end"));
     stayed.expect_closed("after the shutdown");
     server.expect_line("[#2 (legacy)] Closed: the server is shutting down.");
-    expect_exit(server, 0);
+    server.expect_exit(0);
 }
 
 #[test]
@@ -407,7 +394,7 @@ fn legacy_peers_breaking_the_format_or_the_limit_are_closed_while_another_client
     }
 
     good.send_line("end");
-    expect_exit(good, 0);
+    good.expect_exit(0);
     server.expect_line(&format!("[#1] {LEFT}"));
 }
 
@@ -427,11 +414,11 @@ fn a_legacy_client_that_waits_in_line_gets_no_binary_notices() {
     server.expect_line(&format!("[#3 {addr}] Waiting in line (position 2)."));
 
     holder.send_line("end");
-    expect_exit(holder, 0);
+    holder.expect_exit(0);
     normal.expect_line("Connected!");
     good_turn(&mut normal, 1);
     normal.send_line("end");
-    expect_exit(normal, 0);
+    normal.expect_exit(0);
 
     // Whatever came before the ACK (a WAITING frame) would show up here as a mismatch.
     legacy.expect(&joined(&[ACK, &msg("queued")]));
@@ -501,7 +488,7 @@ fn legacy_client_acks_the_servers_msg_end_and_exits_0() {
     // Stdin stays open: the end must come from the server's `end`, not from our input.
     client.expect_line("Message Received");
     assert_eq!(client.expect_line("left the chat"), LEFT);
-    let done = expect_exit(client, 0);
+    let done = client.expect_exit(0);
     original.join().expect("the original server's script");
     assert!(!done.stdout.contains("Received: end"), "{done:#?}");
     assert!(done.stderr.is_empty(), "{done:#?}");
@@ -520,7 +507,7 @@ fn legacy_client_whose_server_closes_on_its_turn_exits_0() {
     assert_eq!(client.expect_line("Received:"), "Received: bye");
     // The script is over: the original server closes while the client's user has the turn.
     client.expect_line("left the chat");
-    let done = expect_exit(client, 0);
+    let done = client.expect_exit(0);
     original.join().expect("the original server's script");
     assert!(done.stderr.is_empty(), "{done:#?}");
 }

@@ -442,8 +442,7 @@ fn bad_frames_get_an_error_and_a_close_while_another_client_chats_on() {
     }
 
     good.send_line("end");
-    let good = good.finish();
-    assert_eq!(good.code(), 0, "{good:#?}");
+    let good = good.expect_exit(0);
     assert!(good.stderr.is_empty(), "{good:#?}");
     server.expect_line(&format!("[#1] {LEFT}"));
     let server = server.kill_and_collect();
@@ -922,8 +921,7 @@ fn a_client_that_vanishes_on_the_operators_turn_is_noticed_at_once() {
     // The operator's late answer goes nowhere, and says so.
     server.send_line("too late");
     server.expect_line("nothing was sent");
-    let done = server.finish();
-    assert_eq!(done.code(), 0, "{done:#?}");
+    server.expect_exit(0);
 }
 
 #[test]
@@ -944,8 +942,7 @@ fn a_goodbye_that_arrives_with_its_fin_is_read_before_the_close() {
         "the END before the FIN decides how the chat ended"
     );
     brief.expect_closed("after END");
-    let done = server.finish();
-    assert_eq!(done.code(), 0, "{done:#?}");
+    server.expect_exit(0);
 }
 
 #[test]
@@ -988,8 +985,7 @@ fn a_second_message_on_the_operators_turn_is_out_of_turn() {
     // The session is over: the operator has nobody to answer.
     server.send_line("anyone?");
     server.expect_line("nothing was sent");
-    let done = server.finish();
-    assert_eq!(done.code(), 0, "{done:#?}");
+    let done = server.expect_exit(0);
     assert!(!done.stdout.contains("Received: two"), "{done:#?}");
 }
 
@@ -1244,16 +1240,17 @@ fn soak_of_2000_sequential_sessions_leaks_no_descriptors_or_memory() {
 // ---------------------------------------------------------------------------------------------
 // 7. Terminal safety.
 
-/// Escape sequences (CSI, OSC), BEL, backspace, CR, a C1 control, good UTF-8 and a bad byte.
-fn hostile(prefix: &str) -> Vec<u8> {
+/// A typed line of escape sequences (CSI, OSC), BEL, backspace, CR, a C1 control, good UTF-8 and
+/// a bad byte.
+fn hostile_line(prefix: &str) -> Vec<u8> {
     let mut bytes = prefix.as_bytes().to_vec();
     bytes.extend_from_slice(b"\x1b[2J\x1b]0;title\x07 bel\x07 bs\x08 cr\r c1\xc2\x9b ");
     bytes.extend_from_slice("café 日本 🎉".as_bytes());
-    bytes.extend_from_slice(b" bad\xff.");
+    bytes.extend_from_slice(b" bad\xff.\n");
     bytes
 }
 
-/// How [`hostile`] must read once defused.
+/// How [`hostile_line`] must read once defused.
 fn defused(prefix: &str) -> String {
     format!("{prefix}^[[2J^[]0;title^G bel^G bs^H cr^M c1\\u{{9b}} café 日本 🎉 bad\\xff.")
 }
@@ -1286,9 +1283,7 @@ fn peer_text_cannot_drive_either_terminal_but_unicode_survives() {
     server.expect_line(&format!("[{label} 127.0.0.1:"));
 
     // Client -> server console.
-    let mut line = hostile("from client ");
-    line.push(b'\n');
-    client.send_bytes(&line);
+    client.send_bytes(&hostile_line("from client "));
     assert_eq!(
         server.expect_line("Received:"),
         format!("[{label}] Received: {}", defused("from client "))
@@ -1296,9 +1291,7 @@ fn peer_text_cannot_drive_either_terminal_but_unicode_survives() {
 
     // Operator -> client.
     server.expect_text(&format!("Send to {label}: "));
-    let mut line = hostile("from operator ");
-    line.push(b'\n');
-    server.send_bytes(&line);
+    server.send_bytes(&hostile_line("from operator "));
     assert_eq!(
         client.expect_line("Received:"),
         format!("[hub^[[31m] Received: {}", defused("from operator "))
@@ -1315,11 +1308,9 @@ fn peer_text_cannot_drive_either_terminal_but_unicode_survives() {
     );
 
     client.send_line("end");
-    let client = client.finish();
-    assert_eq!(client.code(), 0, "{client:#?}");
+    let client = client.expect_exit(0);
     server.expect_line(&format!("[{label}] {LEFT}"));
-    let server = server.finish();
-    assert_eq!(server.code(), 0, "{server:#?}");
+    let server = server.expect_exit(0);
 
     for (who, done) in [("the client", &client), ("the server", &server)] {
         assert_harmless(&format!("{who} (stdout)"), &done.raw_stdout);

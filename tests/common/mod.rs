@@ -285,6 +285,13 @@ impl Proc {
         }
     }
 
+    /// [`Proc::finish`], asserting the exit code.
+    pub fn expect_exit(self, code: i32) -> Finished {
+        let done = self.finish();
+        assert_eq!(done.code(), code, "{done:#?}");
+        done
+    }
+
     /// Kills the process if it still runs, then collects what it printed.
     pub fn kill_and_collect(mut self) -> Finished {
         if self.status.is_none() {
@@ -356,6 +363,17 @@ pub fn run(args: &[&str], input: &[u8]) -> Finished {
         let _ = stdin.write_all(input).and_then(|()| stdin.flush());
     }
     proc.finish()
+}
+
+/// Expects the two lines that report an ACK: `Message Received`, then the round-trip time, each
+/// after `prefix`.
+pub fn expect_ack(proc: &mut Proc, prefix: &str) {
+    assert_eq!(
+        proc.expect_line("Message Received"),
+        format!("{prefix}Message Received")
+    );
+    let rtt = proc.expect_line("Roundtrip time");
+    assert!(is_roundtrip_line(&rtt, prefix), "bad RTT line: {rtt:?}");
 }
 
 /// True for `Roundtrip time: <digits>.<six digits>s`.
