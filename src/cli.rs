@@ -1,12 +1,11 @@
 //! The command line: getopts flags turned into a checked configuration, and errors into exit codes.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use getopts::{Matches, Options};
 
-use crate::client::ClientConfig;
+use crate::client::{self, ClientConfig};
 use crate::console::ConsoleConfig;
 use crate::error::Error;
 use crate::protocol::DEFAULT_MAX_MESSAGE;
@@ -228,13 +227,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         };
         return Ok((Command::Client(config), notice));
     }
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|source| Error::Resolve {
-            target: format!("{host}:{port}"),
-            source,
-        })?
-        .collect();
+    let addrs = client::resolve(&host, port)?;
     let config = ConsoleConfig {
         addrs,
         echo: matches.opt_present("echo"),

@@ -119,10 +119,10 @@ fn converse(
     let mut speaker = LineSpeaker { inbox, out };
     session.run(Turn::Mine, &mut speaker, &mut |event| match event {
         Event::MyTurn => out.prompt("Send: "),
-        Event::Acked { rtt } => {
-            out.line("Message Received");
-            out.line(&format!("Roundtrip time: {:.6}s", rtt.as_secs_f64()));
-        }
+        Event::Acked { rtt } => out.line(&format!(
+            "Message Received\nRoundtrip time: {:.6}s",
+            rtt.as_secs_f64()
+        )),
         Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),
         Event::TooLong { len, max } => out.line(&format!(
             "Not sent: the message is {len} bytes, over the server's limit of {max}."
@@ -134,16 +134,20 @@ fn converse(
     })
 }
 
-/// Resolves `host` and connects to the first address that answers.
-pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
-    let target = format!("{host}:{port}");
-    let addrs: Vec<SocketAddr> = (host, port)
+/// The addresses `host` resolves to.
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    Ok((host, port)
         .to_socket_addrs()
         .map_err(|source| Error::Resolve {
-            target: target.clone(),
+            target: format!("{host}:{port}"),
             source,
         })?
-        .collect();
+        .collect())
+}
+
+/// Resolves `host` and connects to the first address that answers.
+pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
+    let addrs = resolve(host, port)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
@@ -152,7 +156,7 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
         }
     }
     Err(Error::Offline {
-        target,
+        target: format!("{host}:{port}"),
         source: last,
     })
 }

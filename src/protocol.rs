@@ -443,6 +443,11 @@ impl FrameReader {
         self.dialect = dialect;
     }
 
+    /// The protocol being read.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// The bytes read and not yet handed out as frames.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.start..self.end]

@@ -298,7 +298,6 @@ pub struct Session {
     peer_max: usize,
     /// True once this is known to be the server's end, which may not receive server notices.
     is_server: bool,
-    dialect: Dialect,
     /// True once [`Session::run`] started: PING and PONG are only part of a running chat.
     chatting: bool,
     /// When the peer last sent a byte.
@@ -331,7 +330,6 @@ impl Session {
             max_message,
             peer_max: max_message,
             is_server: false,
-            dialect: Dialect::Frames,
             chatting: false,
             last_heard: Instant::now(),
             ping_sent: None,
@@ -382,12 +380,7 @@ impl Session {
     /// Client side, instead of the handshake: speaks the original line protocol from now on, to
     /// an original server (which has no handshake; the client's first message opens the chat).
     pub fn speak_legacy(&mut self) {
-        self.set_dialect(Dialect::Legacy);
-    }
-
-    fn set_dialect(&mut self, dialect: Dialect) {
-        self.dialect = dialect;
-        self.reader.set_dialect(dialect);
+        self.reader.set_dialect(Dialect::Legacy);
     }
 
     /// Server side: tells from the first bytes which protocol the client speaks, all within the
@@ -403,7 +396,7 @@ impl Session {
         match self.identify().map_err(|e| self.fail(e))? {
             Dialect::Frames => {}
             Dialect::Legacy => {
-                self.set_dialect(Dialect::Legacy);
+                self.reader.set_dialect(Dialect::Legacy);
                 return Ok(Hello {
                     name: String::new(),
                     max_message: self.max_message,
@@ -579,8 +572,9 @@ impl Session {
             sent.and_then(|sent_at| Ok((self.recv(self.timeouts.idle, Awaited::Ack)?, sent_at)));
         let fault = match acked {
             Ok((Frame::Ack, sent_at)) => {
+                // The ACK's bytes were timed as they arrived ([`Session::heard`]).
                 events(Event::Acked {
-                    rtt: sent_at.elapsed(),
+                    rtt: self.last_heard.saturating_duration_since(sent_at),
                 });
                 return Ok(Turn::Peer);
             }
@@ -599,7 +593,7 @@ impl Session {
                 max: self.peer_max,
             });
         }
-        match self.dialect {
+        match self.reader.dialect() {
             Dialect::Frames => None,
             Dialect::Legacy => legacy::cannot_carry(message).map(Event::Unsendable),
         }
@@ -651,7 +645,9 @@ impl Session {
     /// a per-read limit), so a peer cannot hold a worker by sending half a frame, or a frame one
     /// byte at a time. `awaited` names what is read, for the timeout's message.
     fn recv(&mut self, idle: Option<Duration>, awaited: Awaited) -> Result<Frame, Fault> {
-        let idle = idle.map(|limit| (limit, Instant::now() + limit));
+        // Set at the first wait: a frame already read (an ACK that came with the answer) needs
+        // no clock.
+        let mut deadline = None;
         loop {
             match self.next_frame()? {
                 Some(frame) => {
@@ -659,7 +655,11 @@ impl Session {
                         return Ok(frame);
                     }
                 }
-                None => self.read_more(idle, awaited)?,
+                None => {
+                    let idle = *deadline
+                        .get_or_insert_with(|| idle.map(|limit| (limit, Instant::now() + limit)));
+                    self.read_more(idle, awaited)?;
+                }
             }
         }
     }
@@ -694,7 +694,7 @@ impl Session {
     /// When the heartbeat must act next: send PING, or give up on the peer if one is unanswered.
     fn heartbeat_due(&self) -> Option<Instant> {
         let interval = self.timeouts.heartbeat.filter(|_| self.chatting)?;
-        if self.dialect == Dialect::Legacy {
+        if self.reader.dialect() == Dialect::Legacy {
             return None;
         }
         Some(self.ping_sent.unwrap_or(self.last_heard) + interval)
@@ -812,7 +812,7 @@ impl Session {
             Some(reason) => Fault::Stop(reason),
             None if mid_frame => Fault::Violation(ProtocolError::Truncated.to_string()),
             // The original program ends a chat by closing the connection.
-            None if self.dialect == Dialect::Legacy => Fault::Done(Ending::PeerEnded),
+            None if self.reader.dialect() == Dialect::Legacy => Fault::Done(Ending::PeerEnded),
             None => Fault::Done(Ending::PeerVanished),
         }
     }
@@ -830,7 +830,7 @@ impl Session {
         match frame {
             Frame::End => {
                 // To a legacy peer `end` is a message like any other, so it is owed its ACK.
-                if self.dialect == Dialect::Legacy {
+                if self.reader.dialect() == Dialect::Legacy {
                     let _ = self.send(&Frame::Ack);
                 }
                 Fault::Done(Ending::PeerEnded)
@@ -855,7 +855,7 @@ impl Session {
     /// Adds `frame` to the next write, in the peer's protocol; a frame that protocol has no
     /// form for is left out.
     fn encode(&mut self, frame: &Frame) {
-        match self.dialect {
+        match self.reader.dialect() {
             Dialect::Frames => frame.encode_into(&mut self.out),
             Dialect::Legacy => {
                 legacy::encode_into(frame, &mut self.out);
