@@ -83,7 +83,10 @@ fn options() -> Options {
     o.optopt(
         "",
         "handshake-timeout",
-        "time a peer has for the handshake and for any frame once begun (default 10)",
+        &format!(
+            "time a peer has for the handshake and for any frame once begun (default {})",
+            Timeouts::default().handshake.as_secs()
+        ),
         "SECS",
     );
     o.optopt(
@@ -101,13 +104,19 @@ fn options() -> Options {
     o.optopt(
         "w",
         "workers",
-        "server: chats served at once (default 4)",
+        &format!(
+            "server: chats served at once (default {})",
+            ServerConfig::default().workers
+        ),
         "N",
     );
     o.optopt(
         "",
         "backlog",
-        "server: clients that may wait for a worker (default 64); one more is told the server is full",
+        &format!(
+            "server: clients that may wait for a worker (default {}); one more is told the server is full",
+            ServerConfig::default().backlog
+        ),
         "N",
     );
     o.optflag(
@@ -195,7 +204,8 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
     let name = matches.opt_str("name").unwrap_or_default();
     let max_message = number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
         .map_or(DEFAULT_MAX_MESSAGE, |n| n as usize);
-    let handshake = number(&matches, "handshake-timeout", 1, 86_400)?.unwrap_or(10);
+    let handshake = number(&matches, "handshake-timeout", 1, 86_400)?
+        .unwrap_or(Timeouts::default().handshake.as_secs());
     let idle_default = if server { DEFAULT_SERVER_IDLE_SECS } else { 0 };
     let idle = number(&matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
     let heartbeat =
@@ -205,8 +215,9 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         idle: (idle > 0).then(|| Duration::from_secs(idle)),
         heartbeat: (heartbeat > 0).then(|| Duration::from_secs(heartbeat)),
     };
-    let workers = number(&matches, "workers", 1, 1024)?.unwrap_or(4) as usize;
-    let backlog = number(&matches, "backlog", 0, 100_000)?.unwrap_or(64) as usize;
+    let defaults = ServerConfig::default();
+    let workers = number(&matches, "workers", 1, 1024)?.map_or(defaults.workers, |n| n as usize);
+    let backlog = number(&matches, "backlog", 0, 100_000)?.map_or(defaults.backlog, |n| n as usize);
     let notice = match (host_given, matches.free.len()) {
         (false, _) => Some(format!(
             "Arguments missing: using default host {DEFAULT_HOST} and port {DEFAULT_PORT}"
