@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::session::{
     Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
 };
-use crate::term::{Terminal, sanitize, trim_line_end};
+use crate::term::{Terminal, sanitize, seconds, trim_line_end};
 
 /// What `client` needs.
 #[derive(Debug, Clone)]
@@ -120,8 +120,8 @@ fn converse(
     session.run(Turn::Mine, &mut speaker, &mut |event| match event {
         Event::MyTurn => out.prompt("Send: "),
         Event::Acked { rtt } => out.line(&format!(
-            "Message Received\nRoundtrip time: {:.6}s",
-            rtt.as_secs_f64()
+            "Message Received\nRoundtrip time: {}",
+            seconds(rtt)
         )),
         Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),
         Event::TooLong { len, max } => out.line(&format!(

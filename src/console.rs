@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::protocol::Dialect;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
-use crate::term::{Terminal, sanitize, trim_line_end};
+use crate::term::{Terminal, sanitize, seconds, trim_line_end};
 
 /// What `server` needs besides the server's own settings.
 #[derive(Debug, Clone)]
@@ -399,8 +399,8 @@ impl Frontend for Arc<Console> {
                         .out
                         .line(&format!("[{label}] Received: {}", sanitize(text))),
                     Event::Acked { rtt } => self.out.line(&format!(
-                        "[{label}] Message Received\n[{label}] Roundtrip time: {:.6}s",
-                        rtt.as_secs_f64()
+                        "[{label}] Message Received\n[{label}] Roundtrip time: {}",
+                        seconds(rtt)
                     )),
                     Event::TooLong { len, max } => self.out.line(&format!(
                         "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."

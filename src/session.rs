@@ -514,7 +514,7 @@ impl Session {
                 }
                 Speech::Message(message) => {
                     let sent = self.send(&Frame::Message(message));
-                    return self.acknowledged(sent.map(|()| Instant::now()), events);
+                    return self.acknowledged(sent, events);
                 }
                 Speech::End => {
                     self.send(&Frame::End)?;
@@ -543,8 +543,7 @@ impl Session {
                     }
                     _ => false,
                 };
-                self.flush()?;
-                let sent_at = Instant::now();
+                let sent_at = self.flush()?;
                 // These reports run while the answer's ACK is on its way: a slow front-end can
                 // lengthen this side's measured round trip, never the peer's.
                 events(Event::Received(&message));
@@ -679,7 +678,7 @@ impl Session {
     /// Answers a PING and swallows a PONG while the chat runs; any other frame is handed back.
     fn keep_alive(&mut self, frame: Frame) -> Result<Option<Frame>, Fault> {
         match frame {
-            Frame::Ping if self.chatting => self.send(&Frame::Pong).map(|()| None),
+            Frame::Ping if self.chatting => self.send(&Frame::Pong).map(|_| None),
             Frame::Pong if self.chatting => Ok(None),
             frame => Ok(Some(frame)),
         }
@@ -712,8 +711,7 @@ impl Session {
                 ),
             });
         }
-        self.send(&Frame::Ping)?;
-        self.ping_sent = Some(Instant::now());
+        self.ping_sent = Some(self.send(&Frame::Ping)?);
         Ok(())
     }
 
@@ -845,8 +843,9 @@ impl Session {
         }
     }
 
-    /// Writes one frame with a single write.
-    fn send(&mut self, frame: &Frame) -> Result<(), Fault> {
+    /// Writes one frame with a single write; returns the instant taken just before the write,
+    /// where a round trip starts.
+    fn send(&mut self, frame: &Frame) -> Result<Instant, Fault> {
         self.out.clear();
         self.encode(frame);
         self.flush()
@@ -863,14 +862,17 @@ impl Session {
         }
     }
 
-    /// Writes what [`Session::encode`] gathered, in one write.
-    fn flush(&mut self) -> Result<(), Fault> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// Writes what [`Session::encode`] gathered, in one write; returns the instant taken just
+    /// before it. Everything that formats or prints happens before this call or after it, so a
+    /// round trip timed from that instant holds only the bytes' journey and the peer's answer.
+    fn flush(&mut self) -> Result<Instant, Fault> {
+        let start = Instant::now();
+        if !self.out.is_empty() {
+            self.stream
+                .write_all(&self.out)
+                .map_err(|e| self.io_fault(e))?;
         }
-        self.stream
-            .write_all(&self.out)
-            .map_err(|e| self.io_fault(e))
+        Ok(start)
     }
 
     /// Ends the session: tells the peer why where there is something to tell, closes the

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -129,6 +130,14 @@ fn write_out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// A round-trip time as the original program showed it, in seconds with six decimals
+/// (`0.000071s`), rounded up to the microsecond: a round trip takes time, so it never shows as
+/// `0.000000s`.
+pub fn seconds(rtt: Duration) -> String {
+    let micros = rtt.as_nanos().div_ceil(1000).max(1);
+    format!("{}.{:06}s", micros / 1_000_000, micros % 1_000_000)
+}
+
 /// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
 pub fn trim_line_end(line: &mut Vec<u8>) {
     if line.last() == Some(&b'\n') {
@@ -148,6 +157,16 @@ mod tests {
         let shown = sanitize("\x1b]0;pwned\x07\x1b[2Jcafé 日本 🎉\u{9b}31m\x08\r\n".as_bytes());
         assert_eq!(shown, "^[]0;pwned^G^[[2Jcafé 日本 🎉\\u{9b}31m^H^M^J");
         assert!(!shown.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn round_trips_show_in_seconds_rounded_up_to_the_microsecond() {
+        use std::time::Duration;
+        assert_eq!(super::seconds(Duration::from_nanos(71_000)), "0.000071s");
+        assert_eq!(super::seconds(Duration::from_nanos(70_001)), "0.000071s");
+        assert_eq!(super::seconds(Duration::from_nanos(1)), "0.000001s");
+        assert_eq!(super::seconds(Duration::ZERO), "0.000001s");
+        assert_eq!(super::seconds(Duration::from_millis(2500)), "2.500000s");
     }
 
     #[test]

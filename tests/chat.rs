@@ -290,3 +290,78 @@ fn utf8_survives_and_escape_sequences_are_defused_on_the_server() {
         "ESC reached the server's stdout: {server:#?}"
     );
 }
+
+/// The round-trip times printed in `text` (lines `PREFIX Roundtrip time: S.SSSSSSs`), in
+/// nanoseconds.
+fn printed_rtts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.split_once("Roundtrip time: ").map(|(_, t)| t))
+        .map(|t| {
+            let (whole, fraction) = t
+                .strip_suffix('s')
+                .and_then(|t| t.split_once('.'))
+                .unwrap_or_else(|| panic!("bad RTT: {t:?}"));
+            let whole: u64 = whole.parse().expect("seconds");
+            let micros: u64 = fraction.parse().expect("microseconds");
+            (whole * 1_000_000 + micros) * 1000
+        })
+        .collect()
+}
+
+/// The fastest of many `write` + `read` pairs of `len` bytes over a loopback connection, in
+/// nanoseconds: a round trip holds at least one write and one read of at least that size, so no
+/// honest RTT can be shorter, on any machine.
+fn fastest_write_read_pair(len: usize) -> u64 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    b.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (out, mut back) = (vec![7u8; len], vec![0u8; len]);
+    (0..300)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            a.write_all(&out).unwrap();
+            b.read_exact(&mut back).unwrap();
+            start.elapsed().as_nanos() as u64
+        })
+        .min()
+        .unwrap()
+}
+
+#[test]
+fn every_printed_round_trip_holds_at_least_a_write_and_a_read_and_none_is_zero() {
+    let (server, port) = start_server(&["--echo"]);
+    let lines: String = (0..300).map(|i| format!("message {i:03}\n")).collect();
+    let port = port.to_string();
+    let client = run(&["client", "127.0.0.1", &port], lines.as_bytes());
+    assert_eq!(client.code(), 0, "{client:#?}");
+    // The original line protocol, on both ends of the wire, takes the same clock.
+    let legacy = run(
+        &["client", "127.0.0.1", &port, "--legacy"],
+        lines.as_bytes(),
+    );
+    assert_eq!(legacy.code(), 0, "{legacy:#?}");
+    let server = server.kill_and_collect();
+    // Measured after the chats, so that a machine that slows down meanwhile cannot raise it.
+    let floor = fastest_write_read_pair("message 000".len());
+
+    for (who, text, expected) in [
+        ("client", &client.stdout, 300),
+        ("legacy client", &legacy.stdout, 300),
+        ("echo server", &server.stdout, 600),
+    ] {
+        let rtts = printed_rtts(text);
+        assert_eq!(rtts.len(), expected, "{who} printed {} RTTs", rtts.len());
+        let short = rtts.iter().filter(|&&rtt| rtt < floor).count();
+        assert_eq!(
+            short,
+            0,
+            "{who}: {short} of {} RTTs shorter than one write + read ({floor} ns): {:?}",
+            rtts.len(),
+            rtts.iter().min()
+        );
+        assert!(!text.contains("Roundtrip time: 0.000000s"), "{who}");
+    }
+}
