@@ -8,6 +8,7 @@ use getopts::{Matches, Options};
 use crate::client::{self, ClientConfig};
 use crate::console::ConsoleConfig;
 use crate::error::Error;
+use crate::ping::PingConfig;
 use crate::protocol::DEFAULT_MAX_MESSAGE;
 use crate::server::ServerConfig;
 use crate::session::{DEFAULT_HEARTBEAT, Timeouts};
@@ -18,6 +19,12 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 1234;
 /// The largest `--max-message` accepted: a bound on what one session may buffer.
 pub const MAX_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Probes `ping` sends when not told.
+pub const DEFAULT_PING_COUNT: u64 = 10;
+/// Bytes in a MESSAGE probe when not told: a short chat line.
+pub const DEFAULT_PROBE_SIZE: usize = 16;
+/// How long `ping` waits for an answer when not told.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default idle limit on a client's turn at the server: long enough for any human reply,
 /// short enough that a vanished client does not hold a worker for the rest of the day.
 pub const DEFAULT_SERVER_IDLE_SECS: u64 = 600;
@@ -29,6 +36,8 @@ pub enum Command {
     Server(ConsoleConfig),
     /// Run the client.
     Client(ClientConfig),
+    /// Probe a server's round-trip time.
+    Ping(PingConfig),
     /// Print this text to stdout and exit 0 (help, version).
     Print(String),
 }
@@ -62,6 +71,7 @@ fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Server(config) => crate::console::run(config),
         Command::Client(config) => crate::client::run(&config),
+        Command::Ping(config) => crate::ping::run(&config),
         Command::Print(text) => {
             println!("{text}");
             Ok(())
@@ -129,6 +139,39 @@ fn options() -> Options {
         "legacy",
         "client: speak the original OCaml program's line protocol, to an original server",
     );
+    o.optopt(
+        "c",
+        "count",
+        &format!("ping: probes to send; 0 = until Ctrl-C (default {DEFAULT_PING_COUNT})"),
+        "N",
+    );
+    o.optopt(
+        "i",
+        "interval",
+        "ping: seconds between an answer and the next probe; fractions allowed, 0 = back to back (default 1)",
+        "SECS",
+    );
+    o.optflag(
+        "",
+        "messages",
+        "ping: probe with MESSAGEs echoed by a `server --echo` instead of PING frames",
+    );
+    o.optopt(
+        "s",
+        "size",
+        &format!("ping: bytes in each MESSAGE probe (default {DEFAULT_PROBE_SIZE})"),
+        "BYTES",
+    );
+    o.optopt(
+        "W",
+        "timeout",
+        &format!(
+            "ping: seconds to wait for each answer (default {})",
+            DEFAULT_PING_TIMEOUT.as_secs()
+        ),
+        "SECS",
+    );
+    o.optflag("q", "quiet", "ping: print only the summary");
     o
 }
 
@@ -136,10 +179,12 @@ fn options() -> Options {
 pub fn usage() -> String {
     options().usage(
         "Usage: client_server_chat server [HOST] [PORT] [OPTIONS]\n       \
-         client_server_chat client [HOST] [PORT] [OPTIONS]\n\n\
+         client_server_chat client [HOST] [PORT] [OPTIONS]\n       \
+         client_server_chat ping [HOST] [PORT] [OPTIONS]\n\n\
          HOST defaults to 127.0.0.1 and PORT to 1234. Type a line to send it; `end` or\n\
          Ctrl-D ends the chat. The server operator answers with TEXT or @N TEXT; /help lists\n\
-         the console commands.",
+         the console commands. `ping` times round trips to any server: PING frames, or with\n\
+         --messages MESSAGEs echoed by `server --echo`.",
     )
 }
 
@@ -163,7 +208,17 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
     let mut free = matches.free.iter();
     let mode = free
         .next()
-        .ok_or_else(|| Error::Usage("say `server` or `client`".into()))?;
+        .ok_or_else(|| Error::Usage("say `server`, `client` or `ping`".into()))?;
+    let mode = match mode.as_str() {
+        "server" => Mode::Server,
+        "client" => Mode::Client,
+        "ping" => Mode::Ping,
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown mode '{other}': say `server`, `client` or `ping`"
+            )));
+        }
+    };
     let host = free.next().cloned();
     let port = free.next().cloned();
     if let Some(extra) = free.next() {
@@ -175,50 +230,8 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         })?,
         None => DEFAULT_PORT,
     };
-    let server = mode == "server";
-    if !server && mode != "client" {
-        return Err(Error::Usage(format!(
-            "unknown mode '{mode}': say `server` or `client`"
-        )));
-    }
-    let legacy = matches.opt_present("legacy");
-    if !server {
-        for flag in ["workers", "backlog", "echo"] {
-            if matches.opt_present(flag) {
-                return Err(Error::Usage(format!("--{flag} is a server option")));
-            }
-        }
-    } else if legacy {
-        return Err(Error::Usage(
-            "--legacy is a client option: the server tells the two protocols apart by itself"
-                .into(),
-        ));
-    }
-    if legacy && matches.opt_present("name") {
-        return Err(Error::Usage(
-            "--name cannot go with --legacy: the original protocol carries no names".into(),
-        ));
-    }
-    let host_given = host.is_some();
-    let host = host.unwrap_or_else(|| DEFAULT_HOST.to_string());
-    let name = matches.opt_str("name").unwrap_or_default();
-    let max_message = number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
-        .map_or(DEFAULT_MAX_MESSAGE, |n| n as usize);
-    let handshake = number(&matches, "handshake-timeout", 1, 86_400)?
-        .unwrap_or(Timeouts::default().handshake.as_secs());
-    let idle_default = if server { DEFAULT_SERVER_IDLE_SECS } else { 0 };
-    let idle = number(&matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
-    let heartbeat =
-        number(&matches, "heartbeat", 0, 86_400)?.unwrap_or(DEFAULT_HEARTBEAT.as_secs());
-    let timeouts = Timeouts {
-        handshake: Duration::from_secs(handshake),
-        idle: (idle > 0).then(|| Duration::from_secs(idle)),
-        heartbeat: (heartbeat > 0).then(|| Duration::from_secs(heartbeat)),
-    };
-    let defaults = ServerConfig::default();
-    let workers = number(&matches, "workers", 1, 1024)?.map_or(defaults.workers, |n| n as usize);
-    let backlog = number(&matches, "backlog", 0, 100_000)?.map_or(defaults.backlog, |n| n as usize);
-    let notice = match (host_given, matches.free.len()) {
+    check_flags_fit(&matches, mode)?;
+    let notice = match (host.is_some(), matches.free.len()) {
         (false, _) => Some(format!(
             "Arguments missing: using default host {DEFAULT_HOST} and port {DEFAULT_PORT}"
         )),
@@ -227,30 +240,158 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         )),
         _ => None,
     };
-    if !server {
-        let config = ClientConfig {
-            host,
-            port,
-            name,
-            max_message,
-            timeouts,
-            legacy,
-        };
-        return Ok((Command::Client(config), notice));
+    let endpoint = Endpoint {
+        host: host.unwrap_or_else(|| DEFAULT_HOST.to_string()),
+        port,
+        name: matches.opt_str("name").unwrap_or_default(),
+        max_message: number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
+            .map_or(DEFAULT_MAX_MESSAGE, |n| n as usize),
+        timeouts: timeouts(&matches, mode)?,
+    };
+    let command = match mode {
+        Mode::Server => Command::Server(server_config(&matches, endpoint)?),
+        Mode::Client => Command::Client(ClientConfig {
+            host: endpoint.host,
+            port: endpoint.port,
+            name: endpoint.name,
+            max_message: endpoint.max_message,
+            timeouts: endpoint.timeouts,
+            legacy: matches.opt_present("legacy"),
+        }),
+        Mode::Ping => Command::Ping(ping_config(&matches, endpoint)?),
+    };
+    Ok((command, notice))
+}
+
+/// The three things the program can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Server,
+    Client,
+    Ping,
+}
+
+/// What every mode takes from the command line: where, who, and the limits on the peer.
+struct Endpoint {
+    host: String,
+    port: u16,
+    name: String,
+    max_message: usize,
+    timeouts: Timeouts,
+}
+
+/// Options that only some modes take, and which.
+const MODE_FLAGS: &[(&str, &[Mode])] = &[
+    ("workers", &[Mode::Server]),
+    ("backlog", &[Mode::Server]),
+    ("echo", &[Mode::Server]),
+    ("legacy", &[Mode::Client]),
+    ("count", &[Mode::Ping]),
+    ("interval", &[Mode::Ping]),
+    ("size", &[Mode::Ping]),
+    ("messages", &[Mode::Ping]),
+    ("quiet", &[Mode::Ping]),
+    ("timeout", &[Mode::Ping]),
+];
+
+/// A usage error for an option given to a mode that does not take it, or a bad pairing.
+fn check_flags_fit(matches: &Matches, mode: Mode) -> Result<(), Error> {
+    for (flag, modes) in MODE_FLAGS {
+        if matches.opt_present(flag) && !modes.contains(&mode) {
+            let owner = match modes.first() {
+                Some(Mode::Server) => "a server",
+                Some(Mode::Client) => "a client",
+                _ => "a ping",
+            };
+            return Err(Error::Usage(match *flag {
+                "legacy" if mode == Mode::Server => "--legacy is a client option: the server \
+                    tells the two protocols apart by itself"
+                    .to_string(),
+                _ => format!("--{flag} is {owner} option"),
+            }));
+        }
     }
-    let addrs = client::resolve(&host, port)?;
-    let config = ConsoleConfig {
-        addrs,
+    if matches.opt_present("legacy") && matches.opt_present("name") {
+        return Err(Error::Usage(
+            "--name cannot go with --legacy: the original protocol carries no names".into(),
+        ));
+    }
+    if matches.opt_present("size") && !matches.opt_present("messages") {
+        return Err(Error::Usage(
+            "--size is the size of a MESSAGE probe: add --messages (PING frames carry no bytes)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The limits on a slow peer; the idle limit's default depends on the side.
+fn timeouts(matches: &Matches, mode: Mode) -> Result<Timeouts, Error> {
+    let defaults = Timeouts::default();
+    let handshake = number(matches, "handshake-timeout", 1, 86_400)?
+        .map_or(defaults.handshake, Duration::from_secs);
+    let idle_default = if mode == Mode::Server {
+        DEFAULT_SERVER_IDLE_SECS
+    } else {
+        0
+    };
+    let idle = number(matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
+    let heartbeat = number(matches, "heartbeat", 0, 86_400)?.unwrap_or(DEFAULT_HEARTBEAT.as_secs());
+    Ok(Timeouts {
+        handshake,
+        idle: (idle > 0).then(|| Duration::from_secs(idle)),
+        heartbeat: (heartbeat > 0).then(|| Duration::from_secs(heartbeat)),
+    })
+}
+
+fn server_config(matches: &Matches, endpoint: Endpoint) -> Result<ConsoleConfig, Error> {
+    let defaults = ServerConfig::default();
+    let workers = number(matches, "workers", 1, 1024)?.map_or(defaults.workers, |n| n as usize);
+    let backlog = number(matches, "backlog", 0, 100_000)?.map_or(defaults.backlog, |n| n as usize);
+    Ok(ConsoleConfig {
+        addrs: client::resolve(&endpoint.host, endpoint.port)?,
         echo: matches.opt_present("echo"),
         server: ServerConfig {
             workers,
             backlog,
-            max_message,
-            name,
-            timeouts,
+            max_message: endpoint.max_message,
+            name: endpoint.name,
+            timeouts: endpoint.timeouts,
         },
+    })
+}
+
+fn ping_config(matches: &Matches, endpoint: Endpoint) -> Result<PingConfig, Error> {
+    let count = number(matches, "count", 0, u64::MAX)?.unwrap_or(DEFAULT_PING_COUNT);
+    let message_size = matches.opt_present("messages").then_some(
+        number(matches, "size", 0, endpoint.max_message as u64)?
+            .map_or(DEFAULT_PROBE_SIZE, |n| n as usize),
+    );
+    Ok(PingConfig {
+        host: endpoint.host,
+        port: endpoint.port,
+        name: endpoint.name,
+        count: (count > 0).then_some(count),
+        interval: seconds(matches, "interval", 0.0)?.unwrap_or(Duration::from_secs(1)),
+        message_size,
+        quiet: matches.opt_present("quiet"),
+        timeout: seconds(matches, "timeout", 0.001)?.unwrap_or(DEFAULT_PING_TIMEOUT),
+        max_message: endpoint.max_message,
+        timeouts: endpoint.timeouts,
+    })
+}
+
+/// Reads option `name` as a number of seconds, fractions allowed, from `min` to a day.
+fn seconds(matches: &Matches, name: &str, min: f64) -> Result<Option<Duration>, Error> {
+    let Some(text) = matches.opt_str(name) else {
+        return Ok(None);
     };
-    Ok((Command::Server(config), notice))
+    match text.parse::<f64>() {
+        Ok(secs) if (min..=86_400.0).contains(&secs) => Ok(Some(Duration::from_secs_f64(secs))),
+        _ => Err(Error::Usage(format!(
+            "invalid value '{text}' for --{name}: give seconds from {min} to 86400 (fractions allowed, as 0.2)"
+        ))),
+    }
 }
 
 /// Reads option `name` as a whole number in `min..=max`, if it is given.

@@ -120,7 +120,7 @@ fn converse(
     session.run(Turn::Mine, &mut speaker, &mut |event| match event {
         Event::MyTurn => out.prompt("Send: "),
         Event::Acked { rtt } => out.line(&format!(
-            "Message Received\nRoundtrip time: {}",
+            "Message Received\nRoundtrip time: {}s",
             seconds(rtt)
         )),
         Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),

@@ -399,7 +399,7 @@ impl Frontend for Arc<Console> {
                         .out
                         .line(&format!("[{label}] Received: {}", sanitize(text))),
                     Event::Acked { rtt } => self.out.line(&format!(
-                        "[{label}] Message Received\n[{label}] Roundtrip time: {}",
+                        "[{label}] Message Received\n[{label}] Roundtrip time: {}s",
                         seconds(rtt)
                     )),
                     Event::TooLong { len, max } => self.out.line(&format!(

@@ -29,6 +29,7 @@ pub mod client;
 pub mod console;
 pub mod error;
 pub mod legacy;
+pub mod ping;
 pub mod pool;
 pub mod protocol;
 pub mod server;

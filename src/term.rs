@@ -131,11 +131,11 @@ fn write_out(text: &str) {
 }
 
 /// A round-trip time as the original program showed it, in seconds with six decimals
-/// (`0.000071s`), rounded up to the microsecond: a round trip takes time, so it never shows as
-/// `0.000000s`.
+/// (`0.000071`, the caller adds the unit), rounded up to the microsecond: a round trip takes
+/// time, so it never shows as `0.000000`.
 pub fn seconds(rtt: Duration) -> String {
     let micros = rtt.as_nanos().div_ceil(1000).max(1);
-    format!("{}.{:06}s", micros / 1_000_000, micros % 1_000_000)
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 /// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
@@ -162,11 +162,11 @@ mod tests {
     #[test]
     fn round_trips_show_in_seconds_rounded_up_to_the_microsecond() {
         use std::time::Duration;
-        assert_eq!(super::seconds(Duration::from_nanos(71_000)), "0.000071s");
-        assert_eq!(super::seconds(Duration::from_nanos(70_001)), "0.000071s");
-        assert_eq!(super::seconds(Duration::from_nanos(1)), "0.000001s");
-        assert_eq!(super::seconds(Duration::ZERO), "0.000001s");
-        assert_eq!(super::seconds(Duration::from_millis(2500)), "2.500000s");
+        assert_eq!(super::seconds(Duration::from_nanos(71_000)), "0.000071");
+        assert_eq!(super::seconds(Duration::from_nanos(70_001)), "0.000071");
+        assert_eq!(super::seconds(Duration::from_nanos(1)), "0.000001");
+        assert_eq!(super::seconds(Duration::ZERO), "0.000001");
+        assert_eq!(super::seconds(Duration::from_millis(2500)), "2.500000");
     }
 
     #[test]
