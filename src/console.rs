@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::protocol::Dialect;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
-use crate::term::{Terminal, sanitize, seconds, trim_line_end};
+use crate::term::{Terminal, sanitize, sanitize_into, seconds, trim_line_end};
 
 /// What `server` needs besides the server's own settings.
 #[derive(Debug, Clone)]
@@ -283,11 +283,16 @@ impl Console {
     }
 
     fn label(&self, id: u32) -> String {
-        self.routes
-            .lock()
-            .sessions
-            .get(&id)
-            .map_or_else(|| format!("#{id}"), |r| r.label.clone())
+        self.with_label(id, str::to_string)
+    }
+
+    /// `f` of session `id`'s label (`#N name`), without copying it; `f` runs under the routes
+    /// lock, so it must only format.
+    fn with_label<T>(&self, id: u32, f: impl FnOnce(&str) -> T) -> T {
+        match self.routes.lock().sessions.get(&id) {
+            Some(route) => f(&route.label),
+            None => f(&format!("#{id}")),
+        }
     }
 
     /// The session's speaker, built when its chat starts.
@@ -389,24 +394,32 @@ impl Frontend for Arc<Console> {
                 });
             }
             ServerEvent::Session { id, event } => {
-                let label = self.label(id);
-                match event {
-                    Event::MyTurn => {}
-                    Event::Unacknowledged => self.out.line(&format!(
+                if event == Event::MyTurn {
+                    return;
+                }
+                let line = self.with_label(id, |label| match event {
+                    Event::MyTurn => String::new(),
+                    Event::Unacknowledged => format!(
                         "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
-                    )),
-                    Event::Received(text) => self
-                        .out
-                        .line(&format!("[{label}] Received: {}", sanitize(text))),
-                    Event::Acked { rtt } => self.out.line(&format!(
+                    ),
+                    Event::Received(text) => {
+                        let mut line = String::with_capacity(label.len() + text.len() + 16);
+                        line.push('[');
+                        line.push_str(label);
+                        line.push_str("] Received: ");
+                        sanitize_into(&mut line, text);
+                        line
+                    }
+                    Event::Acked { rtt } => format!(
                         "[{label}] Message Received\n[{label}] Roundtrip time: {}s",
                         seconds(rtt)
-                    )),
-                    Event::TooLong { len, max } => self.out.line(&format!(
+                    ),
+                    Event::TooLong { len, max } => format!(
                         "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
-                    )),
-                    Event::Unsendable(why) => self.out.line(&format!("[{label}] Not sent: {why}.")),
-                }
+                    ),
+                    Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
+                });
+                self.out.line(&line);
             }
             ServerEvent::Ended {
                 id,

@@ -304,6 +304,9 @@ pub struct Session {
     last_heard: Instant,
     /// When the PING not yet answered went out.
     ping_sent: Option<Instant>,
+    /// The round trip of an ACK whose report waits until the message that came with it has
+    /// been acknowledged.
+    held_ack: Option<Duration>,
     stopper: Arc<Stopper>,
 }
 
@@ -333,6 +336,7 @@ impl Session {
             chatting: false,
             last_heard: Instant::now(),
             ping_sent: None,
+            held_ack: None,
             stopper,
         })
     }
@@ -458,7 +462,10 @@ impl Session {
             };
             match next {
                 Ok(t) => turn = t,
-                Err(fault) => return self.fail(fault),
+                Err(fault) => {
+                    self.report_held_ack(events);
+                    return self.fail(fault);
+                }
             }
         }
     }
@@ -620,7 +627,16 @@ impl Session {
         speaker: &mut dyn Speaker,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        match self.recv(self.timeouts.idle, Awaited::Message)? {
+        // A message that came with the last ACK is answered before that ACK is reported; with
+        // nothing here yet, the report goes out before the wait.
+        let frame = match self.ready_frame()? {
+            Some(frame) => frame,
+            None => {
+                self.report_held_ack(events);
+                self.recv(self.timeouts.idle, Awaited::Message)?
+            }
+        };
+        match frame {
             Frame::Message(message) => {
                 let answer = speaker.answer_at_once(&message);
                 let refusal = answer.as_deref().and_then(|a| self.refusal(a));
@@ -633,9 +649,11 @@ impl Session {
                     }
                     _ => false,
                 };
-                let sent_at = self.flush()?;
+                let sent_at = self.flush();
                 // These reports run while the answer's ACK is on its way: a slow front-end can
                 // lengthen this side's measured round trip, never the peer's.
+                self.report_held_ack(events);
+                let sent_at = sent_at?;
                 events(Event::Received(&message));
                 speaker.heard(message);
                 if let Some(refusal) = refusal {
@@ -651,6 +669,13 @@ impl Session {
         }
     }
 
+    /// Reports the ACK whose report [`Session::acknowledged`] held back, if any.
+    fn report_held_ack(&mut self, events: &mut dyn FnMut(Event<'_>)) {
+        if let Some(rtt) = self.held_ack.take() {
+            events(Event::Acked { rtt });
+        }
+    }
+
     /// Waits for the ACK of the message sent at `sent` (or reports that it could not be sent).
     fn acknowledged(
         &mut self,
@@ -662,9 +687,14 @@ impl Session {
         let fault = match acked {
             Ok((Frame::Ack, sent_at)) => {
                 // The ACK's bytes were timed as they arrived ([`Session::heard`]).
-                events(Event::Acked {
-                    rtt: self.last_heard.saturating_duration_since(sent_at),
-                });
+                let rtt = self.last_heard.saturating_duration_since(sent_at);
+                if self.reader.has_buffered() {
+                    // The peer's next message came with the ACK (an echo, a quick answer): it
+                    // is acknowledged first, so that printing this report never delays it.
+                    self.held_ack = Some(rtt);
+                } else {
+                    events(Event::Acked { rtt });
+                }
                 return Ok(Turn::Peer);
             }
             Ok((other, _)) => self.terminal_or_unexpected(other),
@@ -712,10 +742,8 @@ impl Session {
             Err(e) => return Err(self.io_fault(e)),
         };
         // Frames read before the close (a goodbye sent with its FIN) say how the chat ended.
-        while let Some(frame) = self.next_frame()? {
-            if let Some(frame) = self.keep_alive(frame)? {
-                return Err(self.terminal_or_unexpected(frame));
-            }
+        if let Some(frame) = self.ready_frame()? {
+            return Err(self.terminal_or_unexpected(frame));
         }
         if closed {
             return Err(self.closed(self.reader.has_buffered()));
@@ -738,19 +766,24 @@ impl Session {
         // no clock.
         let mut deadline = None;
         loop {
-            match self.next_frame()? {
-                Some(frame) => {
-                    if let Some(frame) = self.keep_alive(frame)? {
-                        return Ok(frame);
-                    }
-                }
-                None => {
-                    let idle = *deadline
-                        .get_or_insert_with(|| idle.map(|limit| (limit, Instant::now() + limit)));
-                    self.read_more(idle, awaited)?;
-                }
+            if let Some(frame) = self.ready_frame()? {
+                return Ok(frame);
+            }
+            let idle =
+                *deadline.get_or_insert_with(|| idle.map(|limit| (limit, Instant::now() + limit)));
+            self.read_more(idle, awaited)?;
+        }
+    }
+
+    /// The next whole frame already read that is not part of the heartbeat, if any; reads
+    /// nothing.
+    fn ready_frame(&mut self) -> Result<Option<Frame>, Fault> {
+        while let Some(frame) = self.next_frame()? {
+            if let Some(frame) = self.keep_alive(frame)? {
+                return Ok(Some(frame));
             }
         }
+        Ok(None)
     }
 
     /// The next whole frame already read, if any.

@@ -14,6 +14,22 @@ use parking_lot::Mutex;
 /// `\u{..}`; bytes that are not UTF-8 become `\xNN`. Tab is kept.
 pub fn sanitize(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    sanitize_into(&mut out, bytes);
+    out
+}
+
+/// [`sanitize`], appending to `out`.
+pub fn sanitize_into(out: &mut String, bytes: &[u8]) {
+    // Most chat lines are plain printable ASCII, which needs no look at characters.
+    if bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.push_str(text);
+            return;
+        }
+    }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -37,7 +53,6 @@ pub fn sanitize(bytes: &[u8]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
 }
 
 /// Prints whole lines to stdout around a prompt that may be waiting for input.
@@ -134,8 +149,14 @@ fn write_out(text: &str) {
 /// (`0.000071`, the caller adds the unit), rounded up to the microsecond: a round trip takes
 /// time, so it never shows as `0.000000`.
 pub fn seconds(rtt: Duration) -> String {
-    let micros = rtt.as_nanos().div_ceil(1000).max(1);
-    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+    // In u64 and u32, which print far faster than the u128 of `as_micros`.
+    let micros = rtt.subsec_nanos().div_ceil(1000);
+    let whole = rtt.as_secs() + u64::from(micros / 1_000_000);
+    let micros = match micros % 1_000_000 {
+        0 if whole == 0 => 1,
+        micros => micros,
+    };
+    format!("{whole}.{micros:06}")
 }
 
 /// Strips one `\n` and one `\r` before it: the line as typed, without its ending.
@@ -167,6 +188,11 @@ mod tests {
         assert_eq!(super::seconds(Duration::from_nanos(1)), "0.000001");
         assert_eq!(super::seconds(Duration::ZERO), "0.000001");
         assert_eq!(super::seconds(Duration::from_millis(2500)), "2.500000");
+        assert_eq!(super::seconds(Duration::from_secs(1)), "1.000000");
+        assert_eq!(
+            super::seconds(Duration::from_nanos(999_999_999)),
+            "1.000000"
+        );
     }
 
     #[test]
