@@ -24,11 +24,10 @@ pub fn sanitize_into(out: &mut String, bytes: &[u8]) {
     if bytes
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        && let Ok(text) = std::str::from_utf8(bytes)
     {
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            out.push_str(text);
-            return;
-        }
+        out.push_str(text);
+        return;
     }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
