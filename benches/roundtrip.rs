@@ -1,109 +1,223 @@
-//! Round-trip benchmark: what a chat user sees, set beside what the machine can do.
+//! Round-trip benchmark: what the chat costs per message, per turn and per session, set beside
+//! bare TCP servers doing the same exchange, with every process placed on CPUs by `taskset`.
 //!
-//! Run it with `cargo bench` (under a minute on 2 cores). `CHAT_BENCH_SCALE` (a positive float,
-//! default 1.0) multiplies every iteration count: `CHAT_BENCH_SCALE=0.02 cargo bench` is a
-//! quick smoke run, larger values give steadier tails.
+//! Run it with `cargo bench --bench roundtrip` (about a minute on 2 cores).
+//! `CHAT_BENCH_SCALE` (a positive float, default 1.0) multiplies every iteration count (rounds of
+//! blocks, throughput runs, turns per client; each at least 1, turns at least 20):
+//! `CHAT_BENCH_SCALE=0.02 cargo bench --bench roundtrip` is the few-second run CI uses, larger
+//! values give steadier tails.
 //!
-//! In one process it starts the library's server (`Server::bind` + `serve` on a thread, every
-//! session answered by `EchoSpeaker`) and a bare `std::net` server with `TCP_NODELAY`, both on
-//! 127.0.0.1 port 0, and drives them through real client sessions. Chat and bare run in
-//! alternating blocks of [`BLOCK`] messages, so that both see the same scheduling luck:
+//! Why several processes: with the servers and the clients in one process, whether two threads
+//! happened to share a vCPU decided the figures. So the clients and the servers run in separate
+//! processes, each started under `taskset -c LIST` when pinned, in three placements: `same-cpu`
+//! (servers and driver on the first CPU this bench may use), `split-cpu` (servers on the first,
+//! driver on the second) and `unpinned` (no taskset). Each placement gets fresh servers. Without
+//! a working `taskset`, or with fewer than 2 CPUs, the pinned placements are skipped and their
+//! ratios print as `na`.
 //!
-//! - (a) message to ack: the RTT the client sees (`Event::Acked`), against a bare ping-pong
-//!   (a frame out, a 5-byte ack back), at 16 B and 4 KiB. A reference row, `bare-in-turn`, adds
-//!   the RTT of the ack inside the bare turn of (b): the chat's RTT is always taken inside a
-//!   turn, where the server sends the echo in the same write as the ack;
-//! - (b) a full automated turn, from the speaker handing out a message to `Event::Received` of
-//!   the echo, against a bare exchange of the same frames (message; the ack and the echo in one
-//!   write; the ack of the echo);
-//! - (c) throughput: C concurrent sessions of 16 B turns against W workers, C in {1, W, 4W},
-//!   against a thread-per-connection bare echo server: messages acknowledged per second, and the
-//!   longest wait in line (connect to WELCOME; for bare, the connect). A reference column,
-//!   `bare pool`, runs the bare echo on W long-lived threads fed by a crossbeam channel: the
-//!   chat's architecture without the chat, to tell the cost of the chat from the cost of a pool.
+//! The processes:
 //!
-//! It prints p50, p90, p99, p99.9 and max in microseconds for each, with the chat/bare ratio of
-//! each (and in (c) the chat/bare pool ratio), an ASCII histogram of the chat's 16 B RTT, and last a single `summary:` line of numbers:
-//! rtt and turn figures at 16 B, msgs_per_s at C = W, server_rss_kib the VmRSS of this process
-//! (which hosts the server) once the measurements are done. Each ratio there is computed from the
+//! - the chat server: the real binary, `client_server_chat server 127.0.0.1 0 --echo -w W
+//!   --backlog 128 --idle-timeout 60`, its stdout (several lines per message: the product's own
+//!   behaviour) written to a temporary file, from which its port is read;
+//! - bare servers: this executable again, with `CHAT_BENCH_ROLE=bare-server` (the role comes from
+//!   the environment because cargo passes `--bench`; arguments are ignored). With
+//!   `CHAT_BENCH_THREADS=pool:W`, W long-lived threads take accepted connections from a crossbeam
+//!   channel, the chat server's architecture without the chat: the BASELINE of every ratio. With
+//!   `per-connection`, a new thread per connection: a reference column in (c) only;
+//! - the driver: this executable with `CHAT_BENCH_ROLE=driver`, which opens the connections,
+//!   measures, and prints raw samples in nanoseconds on stdout, one tagged line per block or run;
+//! - the orchestrator (the process cargo starts): it only starts, places, collects and prints.
+//!
+//! Every turn has the same shape on both sides: the client writes a MESSAGE frame (the chat's
+//! header: a type byte, a big-endian `u32` length); the server answers with the 5-byte ACK and
+//! the echo in ONE write; the client writes the ACK of the echo. The chat's client is the
+//! library's `Session`; the bare client is a few lines of `std::net`. All sockets have
+//! `TCP_NODELAY`, all traffic stays on 127.0.0.1, every port is 0.
+//!
+//! The measures, in each placement, chat and bare alternating in blocks of [`BLOCK`] messages
+//! inside one driver so that drift hits both:
+//!
+//! - (a) message to ACK at 16 B and 4 KiB: the chat's `Event::Acked` RTT, against the bare
+//!   client's clock from just before the write of the message to the ACK's 5 bytes read;
+//! - (b) a full automated turn: from the speaker handing out the message (bare: just before the
+//!   write) to the echo received and its ACK written (chat: `Event::Received`);
+//! - (c) throughput: C = 2 and 8 concurrent sessions against W = 2 and 8 workers, 16 B turns, chat
+//!   `-w W` against bare `pool:W` and bare `per-connection`, in rotating order over several
+//!   rounds: turns per second (all turns over the time from the start signal to the last client
+//!   done) and the first, median and last client's completion time. With C > W the extra clients
+//!   wait in line (chat) or in the pool's channel (bare), as intended;
+//! - (d) the chat server's VmRSS: just started (`-w 4 --backlog 128`), with 4 live idle sessions,
+//!   and with 64 more waiting in line (unpinned);
+//! - (e) the chat RTT samples of (a), both sizes, all placements, under 1 µs: there must be none.
+//!
+//! The last line is `summary:` followed by numbers: `rtt_p50_us`, `bare_rtt_p50_us` are the 16 B
+//! message-to-ACK medians in the split-cpu placement (unpinned without taskset); `rtt_ratio_*` and
+//! `turn_ratio_*` are chat/bare p50 ratios at 16 B in the placement they name (`na` for a pinned
+//! placement without taskset); `throughput_ratio_w2_c8` and `throughput_ratio_w8_c8` are chat /
+//! bare pool turns per second at C = 8, in split-cpu (unpinned without taskset);
+//! `server_rss_*_kib` come from (d), `rtt_under_1us` from (e). Each ratio is computed from the
 //! rounded figures printed beside it.
+#![forbid(unsafe_code)]
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::error::Error;
-use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread::{self, JoinHandle};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{self, Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 
-use client_server_chat::client;
-use client_server_chat::protocol::DEFAULT_MAX_MESSAGE;
-use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
+use client_server_chat::protocol::{DEFAULT_MAX_MESSAGE, Frame, FrameReader, VERSION};
 use client_server_chat::session::{
-    DEFAULT_HEARTBEAT, EchoSpeaker, Ending, Event, Session, Speaker, Speech, Stopper, Timeouts,
-    Turn,
+    Ending, Event, Session, Speaker, Speech, Stopper, Timeouts, Turn,
 };
 
+/// Errors of any part end as one message and exit status 1.
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-/// Messages per block; chat and bare blocks alternate.
+/// The environment variable that gives a re-executed copy of this bench its part.
+const ROLE_VAR: &str = "CHAT_BENCH_ROLE";
+/// [`ROLE_VAR`] for a bare server.
+const ROLE_BARE: &str = "bare-server";
+/// [`ROLE_VAR`] for the client driver.
+const ROLE_DRIVER: &str = "driver";
+/// A bare server's thread model: `pool:W` or `per-connection`.
+const THREADS_VAR: &str = "CHAT_BENCH_THREADS";
+/// The driver's counts, as `key=value` words.
+const PLAN_VAR: &str = "CHAT_BENCH_PLAN";
+/// The servers' ports for the driver, as `name=port` words.
+const PORTS_VAR: &str = "CHAT_BENCH_PORTS";
+/// Seconds a child may live: none outlives the orchestrator's own time limit.
+const LIFETIME_VAR: &str = "CHAT_BENCH_LIFETIME_S";
+
+/// Bound on every blocking step: a server that stops answering fails the bench this fast.
+const IO_LIMIT: Duration = Duration::from_secs(10);
+/// How often a wait for another process (its first line, its exit) looks again.
+const POLL: Duration = Duration::from_millis(5);
+/// Messages per block of (a) and (b); chat and bare blocks alternate.
 const BLOCK: usize = 200;
 /// The small message size, the one the summary reports.
 const SMALL: usize = 16;
 /// The large message size.
 const LARGE: usize = 4096;
-/// Bound on every blocking step of a client or of the bare server, so that nothing hangs.
-const IO_LIMIT: Duration = Duration::from_secs(10);
-/// The client sessions' limits: a server that stops answering fails the run.
+/// Workers of the chat server and the bare pool that serve (a) and (b): one client at a time
+/// needs no more, and 2 is this machine's core count.
+const LATENCY_WORKERS: usize = 2;
+/// Worker counts (W) of (c).
+const LOAD_WORKERS: [usize; 2] = [2, 8];
+/// Client counts (C) of (c).
+const LOAD_CLIENTS: [usize; 2] = [2, 8];
+/// The chat server's waiting line; the bare pool's channel holds as many beyond its workers.
+const BACKLOG: usize = 128;
+/// The chat server's `--idle-timeout`: far longer than any pause of the bench.
+const IDLE_TIMEOUT_SECS: u64 = 60;
+/// Workers of the server whose memory (d) reads.
+const RSS_WORKERS: usize = 4;
+/// Clients that wait in line in (d).
+const RSS_WAITING: usize = 64;
+/// Time given to the server in (d), once it has answered, to print its lines about the clients.
+const SETTLE: Duration = Duration::from_millis(50);
+/// The chat's MESSAGE type byte; the bare frames use it too, so the same bytes cross the wire.
+/// `check_frame_layout` holds it to the library's encoding.
+const MESSAGE_KIND: u8 = 0x04;
+/// The chat's ACK: a header with an empty payload.
+const ACK: [u8; 5] = [0x05, 0, 0, 0, 0];
+/// Bytes in a frame header.
+const HEADER: usize = 5;
+/// Bounds on the loops of the child processes, which otherwise end when they are killed.
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// Bound on the turns of one bare connection.
+const MAX_TURNS: usize = 10_000_000;
+/// Bound on the lines read from one child.
+const MAX_LINES: usize = 10_000_000;
+/// The client sessions' limits; no heartbeat, so that no PING ever crosses a measured turn.
 const CLIENT_TIMEOUTS: Timeouts = Timeouts {
     handshake: IO_LIMIT,
     idle: Some(IO_LIMIT),
-    heartbeat: Some(DEFAULT_HEARTBEAT),
+    heartbeat: None,
 };
-/// Samples at least this long are counted apart: a delayed-ACK stall shows up as ~40 ms.
-const SLOW: Duration = Duration::from_millis(10);
 
-/// Bare frames have the chat's header layout (a type byte, a big-endian `u32` length), so the
-/// same bytes cross the wire. A PING is answered with an ack only.
-const BARE_PING: u8 = 1;
-/// A TURN is answered with an ack, then its echo (a TURN frame), whose ack the peer then awaits.
-const BARE_TURN: u8 = 2;
-/// The bare ack: a header with an empty payload, like the chat's ACK.
-const BARE_ACK: [u8; 5] = [3, 0, 0, 0, 0];
-
+/// Plays the part [`ROLE_VAR`] names; the orchestrator's without one.
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("roundtrip bench failed: {e}");
-        std::process::exit(1);
+    let role = std::env::var(ROLE_VAR).unwrap_or_default();
+    let (who, result) = match role.as_str() {
+        "" => ("roundtrip bench", orchestrate()),
+        ROLE_BARE => ("roundtrip bench: bare server", bare_server()),
+        ROLE_DRIVER => ("roundtrip bench: driver", drive()),
+        other => (
+            "roundtrip bench",
+            Err(format!("unknown {ROLE_VAR} {other:?}").into()),
+        ),
+    };
+    if let Err(e) = result {
+        eprintln!("{who} failed: {e}");
+        // `process::exit` runs no destructors: end any child a guard did not get to.
+        end_all_children();
+        process::exit(1);
     }
 }
 
-fn run() -> BenchResult<()> {
+// ---------------------------------------------------------------------------------------------
+// The orchestrator.
+
+/// The process cargo starts: every placement in turn, then (d) and (e), then the report.
+fn orchestrate() -> BenchResult<()> {
     let started = Instant::now();
+    ctrlc::set_handler(|| {
+        // The registry stays locked until the process exits: the main thread, which may be
+        // failing because its children just died, then can neither start a child nor exit
+        // before they are all reaped.
+        let mut registry = CHILDREN.lock();
+        end_locked(&mut registry);
+        eprintln!("roundtrip bench interrupted");
+        process::exit(130);
+    })?;
+    check_frame_layout()?;
     let plan = Plan::from_env()?;
-    let chat = ChatServer::start(plan.workers)?;
-    let bare = BareServer::start(BareThreads::PerConnection)?;
-    let pooled = BareServer::start(BareThreads::Pool(plan.workers))?;
-    let addrs = Addrs {
-        chat: chat.addr,
-        bare: bare.addr,
-        pooled: pooled.addr,
-    };
-    plan.print();
-    measure_latency(&addrs, SMALL, plan.warmup_rounds)?;
-    let small = measure_latency(&addrs, SMALL, plan.small_rounds)?;
-    let large = measure_latency(&addrs, LARGE, plan.large_rounds)?;
-    let loads = measure_throughput(&addrs, &plan)?;
-    let rss = rss_kib();
-    chat.stop()?;
-    bare.stop()?;
-    pooled.stop()?;
-    report(&small, &large, &loads, &plan);
-    println!("finished in {:.1} s", started.elapsed().as_secs_f64());
-    println!("{}", summary(&small, &loads, plan.workers, rss));
+    let pinning = Pinning::detect(plan.cores)?;
+    plan.print(&pinning);
+    let mut results = Vec::new();
+    for placement in Placement::ALL {
+        let Some(cpus) = placement.cpus(&pinning) else {
+            println!();
+            println!("== {placement}: skipped, no pinning: {} ==", pinning.note);
+            results.push((placement, None));
+            continue;
+        };
+        let measured = measure_placement(placement, &cpus, &plan)?;
+        print_placement(placement, &cpus, &measured, &plan);
+        results.push((placement, Some(measured)));
+    }
+    let rss = measure_rss()?;
+    rss.print();
+    let under = under_1us(&results);
+    println!();
+    println!(
+        "(e) chat RTT samples under 1 us: {} of {} (must be 0: a smaller RTT than one write and \
+         one read means the clock starts too late)",
+        under.0, under.1
+    );
+    println!();
+    println!("wall time: {:.1} s", started.elapsed().as_secs_f64());
+    println!("{}", summary(&results, &rss, under.0));
+    Ok(())
+}
+
+/// Fails at once if the library's frames no longer have the layout the bare frames copy.
+fn check_frame_layout() -> BenchResult<()> {
+    let message = Frame::Message(b"xy".to_vec()).encode();
+    if Frame::Ack.encode() != ACK || message != [MESSAGE_KIND, 0, 0, 0, 2, b'x', b'y'] {
+        return Err("the chat's MESSAGE or ACK frame changed: update the bare frames".into());
+    }
     Ok(())
 }
 
@@ -111,23 +225,22 @@ fn run() -> BenchResult<()> {
 #[derive(Debug)]
 struct Plan {
     scale: f64,
-    /// Cores this process may use.
+    /// CPUs this process may use.
     cores: usize,
-    /// The chat server's workers (W).
-    workers: usize,
-    /// Blocks of 16 B run first and thrown away.
-    warmup_rounds: usize,
-    /// Rounds (one chat block, one bare block each) at 16 B.
+    /// Rounds (one chat block, one bare block each) at 16 B, per placement.
     small_rounds: usize,
-    /// Rounds at 4 KiB.
+    /// Rounds at 4 KiB, per placement.
     large_rounds: usize,
-    /// Throughput runs per client count.
-    throughput_rounds: usize,
+    /// Throughput runs of each server at each (W, C), per placement.
+    load_rounds: usize,
     /// Turns each throughput client takes.
     per_client: usize,
+    /// The limit on the whole bench, and on the life of every child.
+    lifetime: Duration,
 }
 
 impl Plan {
+    /// The plan at the scale `CHAT_BENCH_SCALE` asks for.
     fn from_env() -> BenchResult<Plan> {
         let scale = match std::env::var("CHAT_BENCH_SCALE") {
             Ok(text) => text
@@ -141,91 +254,1402 @@ impl Plan {
             Err(_) => 1.0,
         };
         let scaled = |n: f64| ((n * scale).round() as usize).max(1);
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Plan {
             scale,
-            cores,
-            workers: if cores >= 4 { 4 } else { 2 },
-            warmup_rounds: scaled(3.0),
-            small_rounds: scaled(75.0),
-            large_rounds: scaled(25.0),
-            throughput_rounds: scaled(80.0).div_ceil(ORDERS.len()) * ORDERS.len(),
+            cores: thread::available_parallelism().map_or(1, |n| n.get()),
+            small_rounds: scaled(250.0),
+            large_rounds: scaled(75.0),
+            load_rounds: scaled(24.0),
             per_client: scaled(250.0).max(20),
+            // Ten times what the default run takes: only a broken run meets it.
+            lifetime: Duration::from_secs_f64(600.0 * scale.max(1.0)),
         })
     }
 
-    fn print(&self) {
+    /// The driver's part of the plan, for [`PLAN_VAR`].
+    fn for_driver(&self) -> String {
+        format!(
+            "small_rounds={} large_rounds={} load_rounds={} per_client={}",
+            self.small_rounds, self.large_rounds, self.load_rounds, self.per_client
+        )
+    }
+
+    /// The report's header.
+    fn print(&self, pinning: &Pinning) {
+        let taskset = match pinning.cpus {
+            Some(_) => format!("used, {}", pinning.note),
+            None => format!(
+                "NOT used ({}): pinned placements skipped, their ratios print as na",
+                pinning.note
+            ),
+        };
         println!(
-            "roundtrip bench: scale {}, {} cores, W = {} workers, blocks of {BLOCK} messages \
-             (chat and bare alternate), {} rounds at {SMALL} B, {} at {LARGE} B, throughput {} \
-             turns per client x {} runs",
-            self.scale,
-            self.cores,
-            self.workers,
-            self.small_rounds,
-            self.large_rounds,
-            self.per_client,
-            self.throughput_rounds
+            "roundtrip bench: scale {}, {} cores, taskset {taskset}",
+            self.scale, self.cores
+        );
+        println!(
+            "chat server: {} server --echo; bare servers and driver: this bench re-executed",
+            env!("CARGO_BIN_EXE_client_server_chat")
+        );
+        println!(
+            "per placement: blocks of {BLOCK} messages, chat and bare alternating, {} rounds at \
+             {SMALL} B and {} at {LARGE} B (chat -w {LATENCY_WORKERS} against bare pool \
+             {LATENCY_WORKERS}); throughput {} runs per server and (W, C), {} turns per client",
+            self.small_rounds, self.large_rounds, self.load_rounds, self.per_client
         );
     }
 }
 
-/// Where the three servers listen.
-#[derive(Debug, Clone, Copy)]
-struct Addrs {
-    chat: SocketAddr,
-    bare: SocketAddr,
-    /// The bare server on a pool of W threads.
-    pooled: SocketAddr,
+/// Whether processes can be pinned, and on which two CPUs.
+#[derive(Debug)]
+struct Pinning {
+    /// The CPU of the servers, and the driver's CPU in split-cpu; `None`: no pinning.
+    cpus: Option<(usize, usize)>,
+    /// What the header says about it; when it is not used, why pinned placements are skipped.
+    note: String,
 }
 
-// ---------------------------------------------------------------------------------------------
-// The chat server and client, through the library.
-
-/// The server's face for the benchmark: echo every message, show nothing.
-struct EchoFrontend;
-
-impl Frontend for EchoFrontend {
-    fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> {
-        Box::new(EchoSpeaker)
+impl Pinning {
+    /// Pinning needs 2 CPUs and a `taskset` that works on both.
+    fn detect(cores: usize) -> BenchResult<Pinning> {
+        if cores < 2 {
+            return Ok(Pinning {
+                cpus: None,
+                note: format!("only {cores} CPU"),
+            });
+        }
+        let (first, second) = allowed_cpus().unwrap_or((0, 1));
+        for cpu in [first, second] {
+            if !taskset_works(cpu)? {
+                return Ok(Pinning {
+                    cpus: None,
+                    note: format!("`taskset -c {cpu} true` failed, or there is no taskset"),
+                });
+            }
+        }
+        Ok(Pinning {
+            cpus: Some((first, second)),
+            note: format!("servers on CPU {first}, split-cpu driver on CPU {second}"),
+        })
     }
-
-    fn event(&self, _event: ServerEvent<'_>) {}
 }
 
-/// The library's server, serving on a thread of its own.
+/// The first two CPUs this process may run on (`Cpus_allowed_list`, such as `0-1` or `2,5-7`):
+/// CPU 0 may not be ours under a cpuset.
+fn allowed_cpus() -> Option<(usize, usize)> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').take(1024) {
+        let (low, high) = part.split_once('-').unwrap_or((part, part));
+        let (low, high) = (low.trim().parse::<usize>().ok()?, high.trim().parse().ok()?);
+        cpus.extend((low..=high).take(2));
+        if cpus.len() >= 2 {
+            return Some((cpus[0], cpus[1]));
+        }
+    }
+    None
+}
+
+/// Whether `taskset -c CPU true` runs and succeeds.
+fn taskset_works(cpu: usize) -> BenchResult<bool> {
+    let spawned = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = spawned else {
+        return Ok(false);
+    };
+    let guard = ChildGuard::track(format!("taskset -c {cpu} true"), child);
+    Ok(guard.wait_exit(IO_LIMIT)?.success())
+}
+
+/// Where the processes of one set of measures run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Servers and driver share one CPU: every wake-up is a context switch.
+    SameCpu,
+    /// Servers on one CPU, driver on another: every wake-up crosses CPUs.
+    SplitCpu,
+    /// Wherever the scheduler puts them.
+    Unpinned,
+}
+
+/// The `taskset -c` lists of a placement; `None` runs unpinned.
+#[derive(Debug)]
+struct Cpus {
+    servers: Option<String>,
+    driver: Option<String>,
+}
+
+impl Placement {
+    /// In the order they run and print.
+    const ALL: [Placement; 3] = [Placement::SameCpu, Placement::SplitCpu, Placement::Unpinned];
+
+    /// The CPU lists of this placement; `None` when it needs pinning and there is none.
+    fn cpus(self, pinning: &Pinning) -> Option<Cpus> {
+        match (self, pinning.cpus) {
+            (Placement::Unpinned, _) => Some(Cpus {
+                servers: None,
+                driver: None,
+            }),
+            (_, None) => None,
+            (Placement::SameCpu, Some((first, _))) => Some(Cpus {
+                servers: Some(first.to_string()),
+                driver: Some(first.to_string()),
+            }),
+            (Placement::SplitCpu, Some((first, second))) => Some(Cpus {
+                servers: Some(first.to_string()),
+                driver: Some(second.to_string()),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    /// The placement's name in the report.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Placement::SameCpu => "same-cpu",
+            Placement::SplitCpu => "split-cpu",
+            Placement::Unpinned => "unpinned",
+        })
+    }
+}
+
+/// A command for `program`, under `taskset -c LIST` when `cpus` is given.
+fn placed(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(list) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(list).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts fresh servers in `cpus`, runs a driver against them and collects what it measured.
+fn measure_placement(placement: Placement, cpus: &Cpus, plan: &Plan) -> BenchResult<Measured> {
+    let servers = cpus.servers.as_deref();
+    // The guards keep the servers alive until the driver is done.
+    let mut guards = Vec::new();
+    let mut ports = Vec::new();
+    for workers in LOAD_WORKERS {
+        let chat = ChatServer::start(workers, servers)?;
+        ports.push(format!("{}={}", Target::Chat.key(workers), chat.port));
+        guards.push(chat.guard);
+        let (guard, port) = start_bare(BareModel::Pool(workers), servers, plan)?;
+        ports.push(format!("{}={port}", Target::Pool.key(workers)));
+        guards.push(guard);
+    }
+    let (guard, port) = start_bare(BareModel::PerConnection, servers, plan)?;
+    ports.push(format!("{}={port}", Target::PerConnection.key(0)));
+    guards.push(guard);
+
+    let mut command = placed(&std::env::current_exe()?, cpus.driver.as_deref());
+    command
+        .env(ROLE_VAR, ROLE_DRIVER)
+        .env(PLAN_VAR, plan.for_driver())
+        .env(PORTS_VAR, ports.join(" "))
+        .env(LIFETIME_VAR, plan.lifetime.as_secs().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let driver = ChildGuard::spawn(format!("the {placement} driver"), command, None)?;
+    let measured = collect(&driver, plan)?;
+    drop(driver);
+    drop(guards);
+    Ok(measured)
+}
+
+/// Reads the driver's lines until its `done`, within the silence and total limits.
+fn collect(driver: &ChildGuard, plan: &Plan) -> BenchResult<Measured> {
+    let deadline = Instant::now() + plan.lifetime;
+    let mut doing = String::from("starting");
+    let mut measured = Measured::default();
+    for _ in 0..MAX_LINES {
+        let line = match driver.next_line(IO_LIMIT) {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                let status = driver.wait_exit(IO_LIMIT)?;
+                return Err(format!(
+                    "{} ended ({status}) before it was done, while {doing}",
+                    driver.name
+                )
+                .into());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e}, while {doing}: a server stopped answering, or a client is stuck"
+                )
+                .into());
+            }
+        };
+        if line == "done" {
+            let status = driver.wait_exit(IO_LIMIT)?;
+            if !status.success() {
+                return Err(format!("{} ended with {status}", driver.name).into());
+            }
+            return Ok(measured);
+        }
+        if let Some(note) = line.strip_prefix("# ") {
+            doing = note.to_string();
+        } else {
+            measured
+                .add(&line)
+                .map_err(|e| format!("bad line from {}: {e}: {line:.80}", driver.name))?;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the bench took longer than {:?}", plan.lifetime).into());
+        }
+    }
+    Err(format!("{} printed more than {MAX_LINES} lines", driver.name).into())
+}
+
+/// The real chat server binary, serving with `--echo`.
 struct ChatServer {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: JoinHandle<Result<(), client_server_chat::error::Error>>,
+    guard: ChildGuard,
+    port: u16,
 }
 
 impl ChatServer {
-    fn start(workers: usize) -> BenchResult<ChatServer> {
-        let config = ServerConfig {
-            workers,
-            ..ServerConfig::default()
-        };
-        let server = Server::bind(&["127.0.0.1:0".parse()?], config)?;
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let thread = thread::Builder::new()
-            .name("chat-server".into())
-            .spawn(move || server.serve(Arc::new(EchoFrontend)))?;
-        Ok(ChatServer {
-            addr,
-            handle,
-            thread,
+    /// Starts it on 127.0.0.1 port 0, its stdout going to a temporary file (removed with the
+    /// guard), and reads its port from that file's first line.
+    fn start(workers: usize, cpus: Option<&str>) -> BenchResult<ChatServer> {
+        let log = temp_log("chat-server");
+        // A file, not a pipe: the server prints several lines per message, and a pipe would
+        // need someone to drain it while the driver runs.
+        let file = File::create(&log)
+            .map_err(|e| format!("cannot create the log {}: {e}", log.display()))?;
+        let program = Path::new(env!("CARGO_BIN_EXE_client_server_chat"));
+        let mut command = placed(program, cpus);
+        command
+            .args(["server", "127.0.0.1", "0", "--echo", "-w"])
+            .arg(workers.to_string())
+            .arg("--backlog")
+            .arg(BACKLOG.to_string())
+            .arg("--idle-timeout")
+            .arg(IDLE_TIMEOUT_SECS.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::inherit());
+        let name = format!("the chat server (-w {workers})");
+        let guard = ChildGuard::spawn(name, command, Some(log.clone()))?;
+        let first = poll(IO_LIMIT, || {
+            if let Some(status) = guard.try_status()? {
+                return Err(format!("{} exited ({status}) before it listened", guard.name).into());
+            }
+            let text = fs::read(&log)?;
+            Ok(text
+                .split(|&b| b == b'\n')
+                .next()
+                .filter(|_| text.contains(&b'\n'))
+                .map(|line| String::from_utf8_lossy(line).into_owned()))
         })
+        .map_err(|e| format!("{}: no address line: {e}", guard.name))?;
+        let port = port_in(&first)
+            .ok_or_else(|| format!("{}: no port in its first line {first:?}", guard.name))?;
+        Ok(ChatServer { guard, port })
+    }
+}
+
+/// Starts a bare server in `cpus` and reads its port from its first line.
+fn start_bare(model: BareModel, cpus: Option<&str>, plan: &Plan) -> BenchResult<(ChildGuard, u16)> {
+    let mut command = placed(&std::env::current_exe()?, cpus);
+    command
+        .env(ROLE_VAR, ROLE_BARE)
+        .env(THREADS_VAR, model.to_string())
+        .env(LIFETIME_VAR, plan.lifetime.as_secs().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let guard = ChildGuard::spawn(format!("the bare server ({model})"), command, None)?;
+    let first = guard
+        .next_line(IO_LIMIT)?
+        .ok_or_else(|| format!("{} exited before it listened", guard.name))?;
+    let port = port_in(&first)
+        .ok_or_else(|| format!("{}: no port in its first line {first:?}", guard.name))?;
+    Ok((guard, port))
+}
+
+/// The port in a line that says `127.0.0.1:PORT`.
+fn port_in(line: &str) -> Option<u16> {
+    let (_, rest) = line.split_once("127.0.0.1:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&port| port != 0)
+}
+
+/// A fresh temporary file name, unique to this bench run.
+fn temp_log(what: &str) -> PathBuf {
+    /// Names used so far by this process.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("roundtrip-bench-{}-{what}-{n}.log", process::id()))
+}
+
+/// Calls `check` every [`POLL`] until it has an answer, for at most `limit`.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> BenchResult<Option<T>>) -> BenchResult<T> {
+    let deadline = Instant::now() + limit;
+    let tries = limit.as_millis() / POLL.as_millis().max(1) + 1;
+    for _ in 0..tries {
+        if let Some(found) = check()? {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    Err(format!("nothing within {} s", limit.as_secs()).into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: every one is tracked, so that every exit path ends it.
+
+/// A running child and the temporary file it writes, if any.
+#[derive(Debug)]
+struct Tracked {
+    pid: u32,
+    child: Child,
+    log: Option<PathBuf>,
+}
+
+/// Every child still running. The Ctrl-C handler empties it too, so children are spawned with it
+/// locked, and none is spawned once it is closed.
+#[derive(Debug)]
+struct Registry {
+    closed: bool,
+    children: Vec<Tracked>,
+}
+
+/// The children of this process, from spawn to reaping.
+static CHILDREN: Mutex<Registry> = Mutex::new(Registry {
+    closed: false,
+    children: Vec::new(),
+});
+
+/// Kills and reaps a child, and removes its file.
+fn end(mut tracked: Tracked) {
+    // It may have exited already; reaping is what matters.
+    let _ = tracked.child.kill();
+    let _ = tracked.child.wait();
+    if let Some(log) = tracked.log {
+        let _ = fs::remove_file(log);
+    }
+}
+
+/// Ends every child still running, and any that would be started after.
+fn end_all_children() {
+    end_locked(&mut CHILDREN.lock());
+}
+
+/// [`end_all_children`] with the registry already locked.
+fn end_locked(registry: &mut Registry) {
+    registry.closed = true;
+    // Newest first: a driver goes before the servers it talks to, so it reports no broken
+    // connection.
+    while let Some(tracked) = registry.children.pop() {
+        end(tracked);
+    }
+}
+
+/// A child process, killed and reaped (and its file removed) when the guard drops, whatever the
+/// exit path.
+#[derive(Debug)]
+struct ChildGuard {
+    name: String,
+    pid: u32,
+    /// Our end of the child's stdin: the bench's own children (bare servers, drivers) exit when
+    /// it closes, so that even a killed orchestrator leaves none of them behind. The chat server
+    /// reads no stdin with `--echo`: only this guard or the Ctrl-C handler ends it.
+    _lifeline: Option<ChildStdin>,
+    /// The child's stdout, line by line, when it is piped.
+    lines: Option<Receiver<String>>,
+}
+
+impl ChildGuard {
+    /// Spawns `command` and tracks it; `log` is removed when it ends.
+    fn spawn(name: String, mut command: Command, log: Option<PathBuf>) -> BenchResult<ChildGuard> {
+        let mut registry = CHILDREN.lock();
+        let spawned = if registry.closed {
+            Err("the bench is stopping".to_string())
+        } else {
+            command
+                .spawn()
+                .map_err(|e| format!("cannot start {name}: {e}"))
+        };
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // Nobody else will remove it.
+                if let Some(log) = log {
+                    let _ = fs::remove_file(log);
+                }
+                return Err(e.into());
+            }
+        };
+        let lifeline = child.stdin.take();
+        let stdout = child.stdout.take();
+        let pid = child.id();
+        registry.children.push(Tracked { pid, child, log });
+        drop(registry);
+        let mut guard = ChildGuard {
+            name,
+            pid,
+            _lifeline: lifeline,
+            lines: None,
+        };
+        if let Some(stdout) = stdout {
+            guard.lines = Some(forward_lines(stdout)?);
+        }
+        Ok(guard)
     }
 
-    fn stop(self) -> BenchResult<()> {
-        self.handle.shutdown();
-        self.thread
-            .join()
-            .map_err(|_| "the chat server thread panicked")??;
+    /// Tracks a child spawned elsewhere, with nothing piped.
+    fn track(name: String, child: Child) -> ChildGuard {
+        let pid = child.id();
+        let mut registry = CHILDREN.lock();
+        let tracked = Tracked {
+            pid,
+            child,
+            log: None,
+        };
+        if registry.closed {
+            drop(registry);
+            end(tracked);
+        } else {
+            registry.children.push(tracked);
+        }
+        ChildGuard {
+            name,
+            pid,
+            _lifeline: None,
+            lines: None,
+        }
+    }
+
+    /// The child's next line of stdout; `None` at its end. Silence for `limit` is an error.
+    fn next_line(&self, limit: Duration) -> BenchResult<Option<String>> {
+        let lines = self
+            .lines
+            .as_ref()
+            .ok_or_else(|| format!("{}: stdout not piped", self.name))?;
+        match lines.recv_timeout(limit) {
+            Ok(line) => Ok(Some(line)),
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(format!("{} printed nothing for {} s", self.name, limit.as_secs()).into())
+            }
+        }
+    }
+
+    /// The exit status, if the child has exited.
+    fn try_status(&self) -> BenchResult<Option<ExitStatus>> {
+        let mut registry = CHILDREN.lock();
+        let stopping = registry.closed;
+        let Some(tracked) = registry
+            .children
+            .iter_mut()
+            .find(|tracked| tracked.pid == self.pid)
+        else {
+            let why = if stopping {
+                "the bench is stopping"
+            } else {
+                "no longer tracked"
+            };
+            return Err(format!("{}: {why}", self.name).into());
+        };
+        Ok(tracked.child.try_wait()?)
+    }
+
+    /// Waits at most `limit` for the child to exit.
+    fn wait_exit(&self, limit: Duration) -> BenchResult<ExitStatus> {
+        poll(limit, || self.try_status())
+            .map_err(|e| format!("{} did not exit: {e}", self.name).into())
+    }
+}
+
+impl Drop for ChildGuard {
+    /// Kills and reaps the child, unless an interruption already has.
+    fn drop(&mut self) {
+        let tracked = {
+            let mut registry = CHILDREN.lock();
+            let index = registry.children.iter().position(|t| t.pid == self.pid);
+            index.map(|index| registry.children.swap_remove(index))
+        };
+        if let Some(tracked) = tracked {
+            end(tracked);
+        }
+    }
+}
+
+/// Hands a child's stdout over line by line from a thread, so that the reader can time out.
+fn forward_lines(stdout: ChildStdout) -> io::Result<Receiver<String>> {
+    let (lines, receiver) = crossbeam_channel::unbounded();
+    thread::Builder::new()
+        .name("child-stdout".into())
+        .spawn(move || {
+            for line in BufReader::new(stdout).lines().take(MAX_LINES) {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(receiver)
+}
+
+/// In a child: exits when the orchestrator goes (our stdin reaches its end) or when the bench's
+/// time limit has passed, so that no child outlives the bench.
+fn watch_lifeline() -> BenchResult<()> {
+    let secs: u64 = std::env::var(LIFETIME_VAR)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| format!("{LIFETIME_VAR} is not set to a number of seconds"))?;
+    thread::Builder::new().name("lifeline".into()).spawn(|| {
+        // Nothing is ever written to our stdin: any return means the orchestrator is gone.
+        let _ = io::stdin().read(&mut [0u8; 64]);
+        process::exit(1);
+    })?;
+    thread::Builder::new()
+        .name("lifetime".into())
+        .spawn(move || {
+            thread::sleep(Duration::from_secs(secs));
+            eprintln!("roundtrip bench: a child outlived the bench's limit of {secs} s");
+            process::exit(1);
+        })?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the driver measured, as the orchestrator gathers it.
+
+/// The two clocks of (a) and (b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Measure {
+    /// Message to ACK.
+    Rtt,
+    /// The whole automated turn.
+    Turn,
+}
+
+impl Measure {
+    /// Its tag in the driver's lines.
+    fn name(self) -> &'static str {
+        match self {
+            Measure::Rtt => "rtt",
+            Measure::Turn => "turn",
+        }
+    }
+
+    /// The measure tagged `text`.
+    fn parse(text: &str) -> Option<Measure> {
+        [Measure::Rtt, Measure::Turn]
+            .into_iter()
+            .find(|m| m.name() == text)
+    }
+}
+
+/// The servers of (c); `Chat` and `Pool` also serve (a) and (b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    /// The real chat server, `--echo`.
+    Chat,
+    /// The bare pool: the baseline.
+    Pool,
+    /// The bare thread per connection: a reference.
+    PerConnection,
+}
+
+impl Target {
+    /// In the order of the table's columns.
+    const ALL: [Target; 3] = [Target::Chat, Target::Pool, Target::PerConnection];
+
+    /// Its tag in the driver's lines.
+    fn name(self) -> &'static str {
+        match self {
+            Target::Chat => "chat",
+            Target::Pool => "pool",
+            Target::PerConnection => "per-connection",
+        }
+    }
+
+    /// The server tagged `text`.
+    fn parse(text: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == text)
+    }
+
+    /// The name of the server with `workers` workers in [`PORTS_VAR`].
+    fn key(self, workers: usize) -> String {
+        match self {
+            Target::PerConnection => self.name().to_string(),
+            _ => format!("{}{workers}", self.name()),
+        }
+    }
+}
+
+/// One throughput run: C clients started at once against one server.
+#[derive(Debug, Clone)]
+struct LoadRun {
+    turns: u64,
+    /// From the start signal to the last client done.
+    wall_ns: u64,
+    /// Each client's completion time from the start signal, sorted.
+    done_ns: Vec<u64>,
+}
+
+/// Everything one driver reported.
+#[derive(Debug, Default)]
+struct Measured {
+    /// (a) and (b): (measure, chat or pool, size) to samples in nanoseconds.
+    samples: BTreeMap<(Measure, Target, usize), Vec<u64>>,
+    /// (c): (W, C, server) to runs.
+    loads: BTreeMap<(usize, usize, Target), Vec<LoadRun>>,
+}
+
+impl Measured {
+    /// Takes in one line of the driver's: `rtt|turn chat|pool SIZE NS,NS,...` or
+    /// `load SERVER W C TURNS WALL_NS NS,NS,...`.
+    fn add(&mut self, line: &str) -> BenchResult<()> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["load", target, workers, clients, turns, wall, done] => {
+                let target = Target::parse(target).ok_or("unknown server")?;
+                let mut done = numbers(done)?;
+                done.sort_unstable();
+                let run = LoadRun {
+                    turns: turns.parse()?,
+                    wall_ns: wall.parse()?,
+                    done_ns: done,
+                };
+                self.loads
+                    .entry((workers.parse()?, clients.parse()?, target))
+                    .or_default()
+                    .push(run);
+            }
+            [measure, target, size, samples] => {
+                let measure = Measure::parse(measure).ok_or("unknown measure")?;
+                let target = Target::parse(target).ok_or("unknown side")?;
+                self.samples
+                    .entry((measure, target, size.parse()?))
+                    .or_default()
+                    .extend(numbers(samples)?);
+            }
+            _ => return Err("not a line of results".into()),
+        }
         Ok(())
     }
+
+    /// The samples of one measure, side and size (none if the driver sent none).
+    fn samples(&self, measure: Measure, target: Target, size: usize) -> &[u64] {
+        self.samples
+            .get(&(measure, target, size))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The throughput runs of one server at (W, C).
+    fn runs(&self, workers: usize, clients: usize, target: Target) -> &[LoadRun] {
+        self.loads
+            .get(&(workers, clients, target))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Turns per second over all runs of one server at (W, C), rounded as printed.
+    fn rate(&self, workers: usize, clients: usize, target: Target) -> f64 {
+        let runs = self.runs(workers, clients, target);
+        let turns: u64 = runs.iter().map(|run| run.turns).sum();
+        let ns: u64 = runs.iter().map(|run| run.wall_ns).sum();
+        if ns == 0 {
+            return 0.0;
+        }
+        (turns as f64 / (ns as f64 / 1e9)).round()
+    }
+}
+
+/// Comma-separated whole numbers.
+fn numbers(text: &str) -> BenchResult<Vec<u64>> {
+    text.split(',')
+        .map(|n| n.parse::<u64>().map_err(Into::into))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d): the chat server's memory.
+
+/// The chat server's VmRSS in KiB at three moments; `None` where /proc cannot tell.
+#[derive(Debug)]
+struct Rss {
+    idle: Option<u64>,
+    live: Option<u64>,
+    waiting: Option<u64>,
+}
+
+impl Rss {
+    /// The (d) line of the report.
+    fn print(&self) {
+        let kib = |v: Option<u64>| v.map_or("na".to_string(), |v| format!("{v} KiB"));
+        println!();
+        println!(
+            "(d) chat server VmRSS (-w {RSS_WORKERS} --backlog {BACKLOG}, unpinned): just started \
+             {}, {RSS_WORKERS} live idle sessions {}, and {RSS_WAITING} more waiting in line {}",
+            kib(self.idle),
+            kib(self.live),
+            kib(self.waiting)
+        );
+    }
+}
+
+/// Starts a chat server, reads its RSS idle, with live sessions, and with a waiting line.
+fn measure_rss() -> BenchResult<Rss> {
+    let server = ChatServer::start(RSS_WORKERS, None)?;
+    let pid = server.guard.pid;
+    let idle = rss_kib(pid);
+    let mut clients = Vec::with_capacity(RSS_WORKERS + RSS_WAITING);
+    for _ in 0..RSS_WORKERS {
+        clients.push(hello(server.port, |frame| {
+            matches!(frame, Frame::Welcome { .. })
+        })?);
+    }
+    // The server prints its lines about a client after it has answered it.
+    thread::sleep(SETTLE);
+    let live = rss_kib(pid);
+    for _ in 0..RSS_WAITING {
+        clients.push(hello(server.port, |frame| {
+            matches!(frame, Frame::Waiting { .. })
+        })?);
+    }
+    thread::sleep(SETTLE);
+    let waiting = rss_kib(pid);
+    drop(clients);
+    drop(server);
+    Ok(Rss {
+        idle,
+        live,
+        waiting,
+    })
+}
+
+/// Connects a raw client, says HELLO, and reads the server's first answer, which must pass
+/// `expected`: then the server has accepted it and holds what it holds for it.
+fn hello(port: u16, expected: fn(&Frame) -> bool) -> BenchResult<TcpStream> {
+    let mut stream = connect(port)?;
+    let hello = Frame::Hello {
+        version: VERSION,
+        max_message: DEFAULT_MAX_MESSAGE as u32,
+        name: "rss".into(),
+    };
+    stream.write_all(&hello.encode())?;
+    let frame = FrameReader::new(DEFAULT_MAX_MESSAGE)
+        .read_frame(&mut stream)
+        .map_err(|e| format!("no answer to HELLO from the chat server: {e}"))?;
+    if !expected(&frame) {
+        return Err(format!("the chat server answered HELLO with {}", frame.name()).into());
+    }
+    Ok(stream)
+}
+
+/// The VmRSS of process `pid` in KiB; `None` where /proc is not available.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the report.
+
+/// Percentiles of a set of samples, in microseconds rounded to the tenth that is printed, so
+/// that every ratio is computed from the figures shown beside it.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    count: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Stats {
+    /// The statistics of samples in nanoseconds.
+    fn of(ns: &[u64]) -> Stats {
+        let mut sorted = ns.to_vec();
+        sorted.sort_unstable();
+        let us = |ns: u64| tenth(ns as f64 / 1e3);
+        Stats {
+            count: sorted.len(),
+            p50: us(percentile(&sorted, 0.50)),
+            p90: us(percentile(&sorted, 0.90)),
+            p99: us(percentile(&sorted, 0.99)),
+            max: us(sorted.last().copied().unwrap_or(0)),
+        }
+    }
+
+    /// The figures in the order of the table's columns.
+    fn values(&self) -> [f64; 4] {
+        [self.p50, self.p90, self.p99, self.max]
+    }
+}
+
+/// The nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Rounds to the one decimal that is printed.
+fn tenth(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// chat / baseline, rounded to the 3 decimals printed; `None` without a baseline.
+fn ratio(chat: f64, baseline: f64) -> Option<f64> {
+    (baseline > 0.0).then(|| (chat / baseline * 1000.0).round() / 1000.0)
+}
+
+/// A ratio as printed, `na` where there is none.
+fn show_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "na".to_string(), |r| format!("{r:.3}"))
+}
+
+/// The tables of one placement.
+fn print_placement(placement: Placement, cpus: &Cpus, measured: &Measured, plan: &Plan) {
+    let on = |list: &Option<String>| {
+        list.as_ref()
+            .map_or_else(|| "any CPU".to_string(), |cpu| format!("CPU {cpu}"))
+    };
+    println!();
+    println!(
+        "== {placement}: servers on {}, driver on {} ==",
+        on(&cpus.servers),
+        on(&cpus.driver)
+    );
+    for (measure, size, title) in [
+        (Measure::Rtt, SMALL, "(a) message to ACK"),
+        (Measure::Rtt, LARGE, "(a) message to ACK"),
+        (
+            Measure::Turn,
+            SMALL,
+            "(b) full turn (message, ACK + echo, ACK)",
+        ),
+        (Measure::Turn, LARGE, "(b) full turn, for reference"),
+    ] {
+        print_latency(
+            &format!("{title}, {size} B"),
+            measured.samples(measure, Target::Chat, size),
+            measured.samples(measure, Target::Pool, size),
+        );
+    }
+    print_loads(measured, plan);
+}
+
+/// One table of (a) or (b): percentiles of chat and bare, and their ratios.
+fn print_latency(title: &str, chat: &[u64], bare: &[u64]) {
+    let (chat, bare) = (Stats::of(chat), Stats::of(bare));
+    println!();
+    println!(
+        "{title}: us ({} chat, {} bare pool samples)",
+        chat.count, bare.count
+    );
+    println!(
+        "{:<12}{:>10}{:>10}{:>10}{:>10}",
+        "", "p50", "p90", "p99", "max"
+    );
+    let row = |name: &str, cells: [String; 4]| {
+        println!(
+            "{name:<12}{:>10}{:>10}{:>10}{:>10}",
+            cells[0], cells[1], cells[2], cells[3]
+        );
+    };
+    row("chat", chat.values().map(|v| format!("{v:.1}")));
+    row("bare pool", bare.values().map(|v| format!("{v:.1}")));
+    let (c, b) = (chat.values(), bare.values());
+    row(
+        "ratio",
+        std::array::from_fn(|i| show_ratio(ratio(c[i], b[i]))),
+    );
+}
+
+/// The table of (c).
+fn print_loads(measured: &Measured, plan: &Plan) {
+    println!();
+    println!(
+        "(c) throughput, {SMALL} B turns, {} per client, {} runs each: turns/s; completion ms \
+         (first/median/last client, median over runs)",
+        plan.per_client, plan.load_rounds
+    );
+    println!(
+        "{:>3}{:>4}{:>10}{:>11}{:>8}{:>10}{:>8}{:>22}{:>22}",
+        "W", "C", "chat", "bare pool", "ratio", "per-conn", "ratio", "chat ms", "bare pool ms"
+    );
+    for workers in LOAD_WORKERS {
+        for clients in LOAD_CLIENTS {
+            let [chat, pool, per_connection] =
+                Target::ALL.map(|target| measured.rate(workers, clients, target));
+            println!(
+                "{workers:>3}{clients:>4}{chat:>10.0}{pool:>11.0}{:>8}{per_connection:>10.0}\
+                 {:>8}{:>22}{:>22}",
+                show_ratio(ratio(chat, pool)),
+                show_ratio(ratio(chat, per_connection)),
+                completion(measured.runs(workers, clients, Target::Chat)),
+                completion(measured.runs(workers, clients, Target::Pool)),
+            );
+        }
+    }
+}
+
+/// `first/median/last` client completion in ms, each the median over the runs.
+fn completion(runs: &[LoadRun]) -> String {
+    let pick = |p: f64| {
+        let mut each: Vec<u64> = runs.iter().map(|run| percentile(&run.done_ns, p)).collect();
+        each.sort_unstable();
+        percentile(&each, 0.5) as f64 / 1e6
+    };
+    format!("{:.1}/{:.1}/{:.1}", pick(0.0), pick(0.5), pick(1.0))
+}
+
+/// (e): the chat RTT samples under 1 µs, and all of them.
+fn under_1us(results: &[(Placement, Option<Measured>)]) -> (usize, usize) {
+    let mut under = 0;
+    let mut all = 0;
+    for measured in results.iter().filter_map(|(_, m)| m.as_ref()) {
+        for size in [SMALL, LARGE] {
+            let samples = measured.samples(Measure::Rtt, Target::Chat, size);
+            under += samples.iter().filter(|&&ns| ns < 1_000).count();
+            all += samples.len();
+        }
+    }
+    (under, all)
+}
+
+/// The last line.
+fn summary(results: &[(Placement, Option<Measured>)], rss: &Rss, under_1us: usize) -> String {
+    let of = |placement: Placement| {
+        results
+            .iter()
+            .find(|(p, _)| *p == placement)
+            .and_then(|(_, m)| m.as_ref())
+    };
+    let p50 = |m: &Measured, measure: Measure, target: Target| {
+        Stats::of(m.samples(measure, target, SMALL)).p50
+    };
+    let p50_ratio = |placement: Placement, measure: Measure| {
+        show_ratio(
+            of(placement)
+                .and_then(|m| ratio(p50(m, measure, Target::Chat), p50(m, measure, Target::Pool))),
+        )
+    };
+    // The reference placement: split-cpu when there is one.
+    let main = of(Placement::SplitCpu).or_else(|| of(Placement::Unpinned));
+    let us = |target: Target| {
+        main.map_or_else(
+            || "na".to_string(),
+            |m| format!("{:.1}", p50(m, Measure::Rtt, target)),
+        )
+    };
+    let throughput = |workers: usize| {
+        show_ratio(main.and_then(|m| {
+            ratio(
+                m.rate(workers, 8, Target::Chat),
+                m.rate(workers, 8, Target::Pool),
+            )
+        }))
+    };
+    let kib = |v: Option<u64>| v.map_or_else(|| "na".to_string(), |v| v.to_string());
+    format!(
+        "summary: rtt_p50_us={} bare_rtt_p50_us={} rtt_ratio_same_cpu={} rtt_ratio_split_cpu={} \
+         turn_ratio_same_cpu={} turn_ratio_split_cpu={} turn_ratio_unpinned={} \
+         throughput_ratio_w2_c8={} throughput_ratio_w8_c8={} server_rss_idle_kib={} \
+         server_rss_live4_kib={} rtt_under_1us={under_1us}",
+        us(Target::Chat),
+        us(Target::Pool),
+        p50_ratio(Placement::SameCpu, Measure::Rtt),
+        p50_ratio(Placement::SplitCpu, Measure::Rtt),
+        p50_ratio(Placement::SameCpu, Measure::Turn),
+        p50_ratio(Placement::SplitCpu, Measure::Turn),
+        p50_ratio(Placement::Unpinned, Measure::Turn),
+        throughput(2),
+        throughput(8),
+        kib(rss.idle),
+        kib(rss.live),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare server (CHAT_BENCH_ROLE=bare-server).
+
+/// How a bare server gives its connections threads.
+#[derive(Debug, Clone, Copy)]
+enum BareModel {
+    /// This many long-lived threads taking connections from a crossbeam channel, as the chat's
+    /// worker pool does: the baseline.
+    Pool(usize),
+    /// A new thread for each connection: a reference.
+    PerConnection,
+}
+
+impl BareModel {
+    /// The model [`THREADS_VAR`] names.
+    fn from_env() -> BenchResult<BareModel> {
+        let text = std::env::var(THREADS_VAR).unwrap_or_default();
+        if text == "per-connection" {
+            return Ok(BareModel::PerConnection);
+        }
+        text.strip_prefix("pool:")
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .map(BareModel::Pool)
+            .ok_or_else(|| {
+                format!("{THREADS_VAR} must be pool:N or per-connection, not {text:?}").into()
+            })
+    }
+}
+
+impl fmt::Display for BareModel {
+    /// As [`THREADS_VAR`] spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BareModel::Pool(workers) => write!(f, "pool:{workers}"),
+            BareModel::PerConnection => f.write_str("per-connection"),
+        }
+    }
+}
+
+/// A bare server's process: listens on 127.0.0.1 port 0, prints the address, serves until killed.
+fn bare_server() -> BenchResult<()> {
+    watch_lifeline()?;
+    let model = BareModel::from_env()?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "bare server ({model}) listening on {}",
+            listener.local_addr()?
+        )?;
+        out.flush()?;
+    }
+    match model {
+        BareModel::Pool(workers) => {
+            let (jobs, queue) = crossbeam_channel::bounded::<TcpStream>(workers + BACKLOG);
+            for i in 0..workers {
+                let queue = queue.clone();
+                thread::Builder::new()
+                    .name(format!("bare-worker-{i}"))
+                    .spawn(move || {
+                        for stream in queue.iter().take(MAX_CONNECTIONS) {
+                            serve_quietly(stream);
+                        }
+                    })?;
+            }
+            for conn in listener.incoming().take(MAX_CONNECTIONS) {
+                // A connection that failed before it was taken harms no other.
+                let Ok(stream) = conn else { continue };
+                jobs.send(stream).map_err(|_| "the bare workers are gone")?;
+            }
+        }
+        BareModel::PerConnection => {
+            for conn in listener.incoming().take(MAX_CONNECTIONS) {
+                let Ok(stream) = conn else { continue };
+                thread::Builder::new()
+                    .name("bare-peer".into())
+                    .spawn(move || serve_quietly(stream))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves one bare connection. A client that leaves mid-exchange ends it; that is no failure
+/// here (a broken exchange shows on the driver's side).
+fn serve_quietly(stream: TcpStream) {
+    drop(serve_bare(stream));
+}
+
+/// One bare connection: each MESSAGE is answered with the ACK and the echo in one write, whose
+/// ACK is then read; ends when the client closes.
+fn serve_bare(stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))?;
+    let mut reader = BufReader::new(&stream);
+    let mut out = Vec::with_capacity(2 * HEADER + LARGE);
+    let mut payload = Vec::new();
+    for _ in 0..MAX_TURNS {
+        match read_frame(&mut reader, &mut payload)? {
+            None => return Ok(()),
+            Some(MESSAGE_KIND) => {}
+            Some(_) => return Err(invalid("expected a MESSAGE")),
+        }
+        out.clear();
+        out.extend_from_slice(&ACK);
+        push_frame(&mut out, MESSAGE_KIND, &payload)?;
+        (&stream).write_all(&out)?;
+        read_ack(&mut reader)?;
+    }
+    Ok(())
+}
+
+/// The error of a peer that broke the exchange.
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads one frame into `payload` and returns its type; `None` when the peer closed between
+/// frames.
+fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<u8>> {
+    let mut header = [0u8; HEADER];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > DEFAULT_MAX_MESSAGE {
+        return Err(invalid("bare frame over the limit"));
+    }
+    payload.resize(len, 0);
+    reader.read_exact(payload)?;
+    Ok(Some(header[0]))
+}
+
+/// Reads the 5 bytes of an ACK.
+fn read_ack(reader: &mut impl Read) -> io::Result<()> {
+    let mut ack = [0u8; HEADER];
+    reader.read_exact(&mut ack)?;
+    if ack == ACK {
+        Ok(())
+    } else {
+        Err(invalid("expected an ACK"))
+    }
+}
+
+/// Appends a frame to `out`, so that it can go out in one write with what is already there.
+fn push_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| invalid("payload too long"))?;
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver (CHAT_BENCH_ROLE=driver).
+
+/// The driver's counts, from [`PLAN_VAR`].
+#[derive(Debug)]
+struct DriverPlan {
+    small_rounds: usize,
+    large_rounds: usize,
+    load_rounds: usize,
+    per_client: usize,
+}
+
+impl DriverPlan {
+    /// The counts the orchestrator put in [`PLAN_VAR`].
+    fn from_env() -> BenchResult<DriverPlan> {
+        let words = pairs(PLAN_VAR)?;
+        let get = |key: &str| -> BenchResult<usize> {
+            words
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{PLAN_VAR} has no number {key}").into())
+        };
+        Ok(DriverPlan {
+            small_rounds: get("small_rounds")?,
+            large_rounds: get("large_rounds")?,
+            load_rounds: get("load_rounds")?,
+            per_client: get("per_client")?,
+        })
+    }
+}
+
+/// The `key=value` words of environment variable `var`.
+fn pairs(var: &str) -> BenchResult<BTreeMap<String, String>> {
+    let text = std::env::var(var).map_err(|_| format!("{var} is not set"))?;
+    text.split_whitespace()
+        .map(|word| {
+            word.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{var}: {word:?} is not key=value").into())
+        })
+        .collect()
+}
+
+/// Every order of the three servers of (c), one per round in turn: each goes first, second and
+/// last equally often, and follows each other one equally often.
+const ORDERS: [[Target; 3]; 6] = [
+    [Target::Chat, Target::Pool, Target::PerConnection],
+    [Target::Chat, Target::PerConnection, Target::Pool],
+    [Target::Pool, Target::Chat, Target::PerConnection],
+    [Target::Pool, Target::PerConnection, Target::Chat],
+    [Target::PerConnection, Target::Chat, Target::Pool],
+    [Target::PerConnection, Target::Pool, Target::Chat],
+];
+
+/// The driver's process: warm-up, (a) and (b) in alternating blocks, then (c); every sample on
+/// stdout, then `done`.
+fn drive() -> BenchResult<()> {
+    watch_lifeline()?;
+    let plan = DriverPlan::from_env()?;
+    let ports = pairs(PORTS_VAR)?;
+    let port = |target: Target, workers: usize| -> BenchResult<u16> {
+        let key = target.key(workers);
+        ports
+            .get(&key)
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("{PORTS_VAR} has no port for {key}").into())
+    };
+    let (chat, bare) = (
+        port(Target::Chat, LATENCY_WORKERS)?,
+        port(Target::Pool, LATENCY_WORKERS)?,
+    );
+    let mut out = BufWriter::new(io::stdout().lock());
+    let small = text(SMALL);
+    let large = text(LARGE);
+
+    note(&mut out, "warming up")?;
+    // The first connections of a fresh server pay for its page faults: thrown away.
+    chat_block(chat, &small)?;
+    bare_block(bare, &small)?;
+    for (payload, rounds) in [(&small, plan.small_rounds), (&large, plan.large_rounds)] {
+        note(
+            &mut out,
+            &format!(
+                "measuring latency at {} B against chat -w {LATENCY_WORKERS} and bare pool",
+                payload.len()
+            ),
+        )?;
+        for round in 0..rounds {
+            // Take turns at going first, so that neither always follows the other.
+            let chat_first = round % 2 == 0;
+            for is_chat in [chat_first, !chat_first] {
+                let block = if is_chat {
+                    chat_block(chat, payload)?
+                } else {
+                    bare_block(bare, payload)?
+                };
+                block.write(&mut out)?;
+            }
+            out.flush()?;
+        }
+    }
+    for round in 0..plan.load_rounds {
+        for workers in LOAD_WORKERS {
+            for clients in LOAD_CLIENTS {
+                for target in ORDERS[round % ORDERS.len()] {
+                    note(
+                        &mut out,
+                        &format!(
+                            "measuring throughput against {} W={workers} with C={clients}",
+                            target.name()
+                        ),
+                    )?;
+                    let run = run_load(target, port(target, workers)?, clients, &plan, &small)?;
+                    let done: Vec<String> = run.done_ns.iter().map(u64::to_string).collect();
+                    writeln!(
+                        out,
+                        "load {} {workers} {clients} {} {} {}",
+                        target.name(),
+                        run.turns,
+                        run.wall_ns,
+                        done.join(",")
+                    )?;
+                    out.flush()?;
+                }
+            }
+        }
+    }
+    writeln!(out, "done")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Tells the orchestrator what comes next, for its message should it stall there.
+fn note(out: &mut impl Write, what: &str) -> io::Result<()> {
+    writeln!(out, "# {what}")?;
+    out.flush()
+}
+
+/// `len` bytes of printable text, as a chat message would be: the server's echo log then costs
+/// what it costs in a real chat.
+fn text(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Connects to 127.0.0.1:`port`, bounded by [`IO_LIMIT`].
+fn connect(port: u16) -> io::Result<TcpStream> {
+    let stream =
+        TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), IO_LIMIT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))?;
+    Ok(stream)
+}
+
+/// The samples of one block.
+#[derive(Debug)]
+struct Block {
+    target: Target,
+    size: usize,
+    rtts: Vec<Duration>,
+    turns: Vec<Duration>,
+}
+
+impl Block {
+    /// One line per measure: `rtt|turn chat|pool SIZE NS,NS,...`.
+    fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        for (measure, samples) in [(Measure::Rtt, &self.rtts), (Measure::Turn, &self.turns)] {
+            let ns: Vec<String> = samples.iter().map(|d| d.as_nanos().to_string()).collect();
+            writeln!(
+                out,
+                "{} {} {} {}",
+                measure.name(),
+                self.target.name(),
+                self.size,
+                ns.join(",")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One chat session of [`BLOCK`] turns.
+fn chat_block(port: u16, payload: &[u8]) -> BenchResult<Block> {
+    let run = chat_session(port, payload, BLOCK)?;
+    Ok(Block {
+        target: Target::Chat,
+        size: payload.len(),
+        rtts: run.rtts,
+        turns: run.turns,
+    })
+}
+
+/// One bare connection of [`BLOCK`] turns.
+fn bare_block(port: u16, payload: &[u8]) -> BenchResult<Block> {
+    let mut client = BareClient::connect(port)?;
+    let mut block = Block {
+        target: Target::Pool,
+        size: payload.len(),
+        rtts: Vec::with_capacity(BLOCK),
+        turns: Vec::with_capacity(BLOCK),
+    };
+    for _ in 0..BLOCK {
+        let (rtt, turn) = client.turn(payload)?;
+        block.rtts.push(rtt);
+        block.turns.push(turn);
+    }
+    Ok(block)
 }
 
 /// Hands out `left` copies of `payload`, then ends the chat; notes when each message went.
@@ -236,6 +1660,7 @@ struct ScriptedSpeaker<'a> {
 }
 
 impl Speaker for ScriptedSpeaker<'_> {
+    /// The next copy, its hand-out time noted; the end once all are out.
     fn next(&mut self, _wait: Duration) -> Speech {
         if self.left == 0 {
             return Speech::End;
@@ -254,14 +1679,12 @@ struct ChatRun {
     rtts: Vec<Duration>,
     /// From handing out a message to `Event::Received` of its echo.
     turns: Vec<Duration>,
-    /// From the start of the connect to WELCOME.
-    wait: Duration,
 }
 
-/// Connects, shakes hands, takes `messages` turns, ends the chat.
-fn chat_session(addr: SocketAddr, payload: &[u8], messages: usize) -> BenchResult<ChatRun> {
-    let connecting = Instant::now();
-    let stream = client::connect(&addr.ip().to_string(), addr.port())?;
+/// Connects through the library's client session, shakes hands (waiting in line if need be),
+/// takes `messages` turns, ends the chat.
+fn chat_session(port: u16, payload: &[u8], messages: usize) -> BenchResult<ChatRun> {
+    let stream = connect(port)?;
     let stopper = Stopper::new(&stream)?;
     let mut session = Session::new(stream, DEFAULT_MAX_MESSAGE, CLIENT_TIMEOUTS, stopper)?;
     session
@@ -270,7 +1693,6 @@ fn chat_session(addr: SocketAddr, payload: &[u8], messages: usize) -> BenchResul
     let mut run = ChatRun {
         rtts: Vec::with_capacity(messages),
         turns: Vec::with_capacity(messages),
-        wait: connecting.elapsed(),
     };
     let handed_out = Cell::new(None);
     let mut speaker = ScriptedSpeaker {
@@ -288,196 +1710,15 @@ fn chat_session(addr: SocketAddr, payload: &[u8], messages: usize) -> BenchResul
         _ => {}
     });
     match ending {
-        Ending::EndedByMe if run.turns.len() == messages => Ok(run),
+        Ending::EndedByMe if run.turns.len() == messages && run.rtts.len() == messages => Ok(run),
+        Ending::EndedByMe => Err(format!(
+            "the chat session took {} turns and {} ACKs of {messages}",
+            run.turns.len(),
+            run.rtts.len()
+        )
+        .into()),
         ending => Err(format!("chat session ended early: {ending}").into()),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The bare baseline: the same frames over std::net, nothing else.
-
-/// How the bare server gives its connections threads.
-#[derive(Debug, Clone, Copy)]
-enum BareThreads {
-    /// A new thread for each connection: the baseline of every ratio.
-    PerConnection,
-    /// This many long-lived threads taking connections from a crossbeam channel, as the chat's
-    /// `WorkerPool` does.
-    Pool(usize),
-}
-
-/// A server that answers PING with an ack and TURN with ack and echo.
-struct BareServer {
-    addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    acceptor: JoinHandle<()>,
-}
-
-impl BareServer {
-    fn start(threads: BareThreads) -> BenchResult<BareServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let pool = match threads {
-            BareThreads::PerConnection => None,
-            BareThreads::Pool(size) => Some(BarePool::start(size)?),
-        };
-        let stopping = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stopping);
-        let acceptor = thread::Builder::new()
-            .name("bare-acceptor".into())
-            .spawn(move || accept_bare(&listener, &flag, pool))?;
-        Ok(BareServer {
-            addr,
-            stopping,
-            acceptor,
-        })
-    }
-
-    fn stop(self) -> BenchResult<()> {
-        self.stopping.store(true, Ordering::SeqCst);
-        // `accept` does not wake by itself: connect to it.
-        drop(TcpStream::connect_timeout(&self.addr, IO_LIMIT));
-        self.acceptor
-            .join()
-            .map_err(|_| "the bare acceptor panicked")?;
-        Ok(())
-    }
-}
-
-/// The long-lived threads of [`BareThreads::Pool`] and the channel that feeds them.
-struct BarePool {
-    jobs: Sender<TcpStream>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl BarePool {
-    fn start(size: usize) -> io::Result<BarePool> {
-        let (jobs, queue) = crossbeam_channel::unbounded::<TcpStream>();
-        let workers = (0..size)
-            .map(|_| {
-                let queue = queue.clone();
-                thread::Builder::new()
-                    .name("bare-worker".into())
-                    .spawn(move || queue.iter().for_each(serve_quietly))
-            })
-            .collect::<io::Result<_>>()?;
-        Ok(BarePool { jobs, workers })
-    }
-}
-
-fn accept_bare(listener: &TcpListener, stopping: &AtomicBool, pool: Option<BarePool>) {
-    let (jobs, mut threads) = match pool {
-        Some(BarePool { jobs, workers }) => (Some(jobs), workers),
-        None => (None, Vec::new()),
-    };
-    for conn in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = conn else { break };
-        if let Some(jobs) = &jobs {
-            if jobs.send(stream).is_err() {
-                break;
-            }
-            continue;
-        }
-        let spawned = thread::Builder::new()
-            .name("bare-peer".into())
-            .spawn(move || serve_quietly(stream));
-        if let Ok(thread) = spawned {
-            threads.push(thread);
-        }
-        threads.retain(|thread| !thread.is_finished());
-    }
-    // Pool workers end once the channel is closed and drained.
-    drop(jobs);
-    for thread in threads {
-        let _ = thread.join();
-    }
-}
-
-/// Serves one bare connection. A client that leaves mid-exchange ends it; that is no failure
-/// here.
-fn serve_quietly(stream: TcpStream) {
-    drop(serve_bare(stream));
-}
-
-/// One bare connection: answer frames until the client closes.
-fn serve_bare(stream: TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_LIMIT))?;
-    stream.set_write_timeout(Some(IO_LIMIT))?;
-    let mut reader = BufReader::new(&stream);
-    let mut out = Vec::with_capacity(LARGE + BARE_ACK.len());
-    let mut payload = Vec::new();
-    while let Some(kind) = read_frame(&mut reader, &mut payload)? {
-        if kind != BARE_TURN {
-            (&stream).write_all(&BARE_ACK)?;
-            continue;
-        }
-        // The ack and the reply in one write, as the chat's echo sends them.
-        out.clear();
-        out.extend_from_slice(&BARE_ACK);
-        push_frame(&mut out, BARE_TURN, &payload)?;
-        (&stream).write_all(&out)?;
-        read_ack(&mut reader)?;
-    }
-    Ok(())
-}
-
-/// Reads one frame into `payload` and returns its type; `None` when the peer closed between
-/// frames.
-fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<u8>> {
-    let mut header = [0u8; 5];
-    match reader.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > DEFAULT_MAX_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bare frame over the limit",
-        ));
-    }
-    payload.resize(len, 0);
-    reader.read_exact(payload)?;
-    Ok(Some(header[0]))
-}
-
-fn read_ack(reader: &mut impl Read) -> io::Result<()> {
-    let mut ack = [0u8; 5];
-    reader.read_exact(&mut ack)?;
-    if ack == BARE_ACK {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "expected an ack",
-        ))
-    }
-}
-
-/// Writes a whole frame with one write, as the chat does.
-fn write_frame(
-    writer: &mut impl Write,
-    out: &mut Vec<u8>,
-    kind: u8,
-    payload: &[u8],
-) -> io::Result<()> {
-    out.clear();
-    push_frame(out, kind, payload)?;
-    writer.write_all(out)
-}
-
-fn push_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "payload too long"))?;
-    out.push(kind);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(payload);
-    Ok(())
 }
 
 /// A bare client connection.
@@ -488,456 +1729,104 @@ struct BareClient {
 }
 
 impl BareClient {
-    fn connect(addr: SocketAddr) -> io::Result<BareClient> {
-        let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_LIMIT))?;
-        stream.set_write_timeout(Some(IO_LIMIT))?;
+    /// Connects to the bare server on `port`.
+    fn connect(port: u16) -> io::Result<BareClient> {
         Ok(BareClient {
-            reader: BufReader::new(stream),
-            out: Vec::with_capacity(LARGE + BARE_ACK.len()),
+            reader: BufReader::new(connect(port)?),
+            out: Vec::with_capacity(HEADER + LARGE),
             echo: Vec::new(),
         })
     }
 
-    fn send(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
-        write_frame(&mut self.reader.get_ref(), &mut self.out, kind, payload)
-    }
-
-    /// (a): a frame and its ack; the RTT runs from the end of the write to the ack.
-    fn ping(&mut self, payload: &[u8]) -> io::Result<Duration> {
-        self.send(BARE_PING, payload)?;
-        let sent = Instant::now();
-        read_ack(&mut self.reader)?;
-        Ok(sent.elapsed())
-    }
-
-    /// (b): a frame, its ack, the echo, the echo's ack; returns the RTT of the ack (as in
-    /// [`BareClient::ping`]) and the whole turn.
+    /// One turn: the message, its ACK and the echo, the echo's ACK. Returns the RTT (from just
+    /// before the write, as the chat's clock, to the ACK's 5 bytes read) and the whole turn.
     fn turn(&mut self, payload: &[u8]) -> io::Result<(Duration, Duration)> {
+        self.out.clear();
+        push_frame(&mut self.out, MESSAGE_KIND, payload)?;
         let start = Instant::now();
-        self.send(BARE_TURN, payload)?;
-        let sent = Instant::now();
+        self.reader.get_ref().write_all(&self.out)?;
         read_ack(&mut self.reader)?;
-        let rtt = sent.elapsed();
-        if read_frame(&mut self.reader, &mut self.echo)?.is_none() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let rtt = start.elapsed();
+        match read_frame(&mut self.reader, &mut self.echo)? {
+            Some(MESSAGE_KIND) if self.echo == payload => {}
+            Some(_) => return Err(invalid("expected the echo")),
+            None => return Err(io::ErrorKind::UnexpectedEof.into()),
         }
-        (&mut self.reader.get_ref()).write_all(&BARE_ACK)?;
+        self.reader.get_ref().write_all(&ACK)?;
         Ok((rtt, start.elapsed()))
     }
 }
 
-/// Connects and takes `turns` turns; returns them and the connect time.
-fn bare_session(addr: SocketAddr, payload: &[u8], turns: usize) -> BenchResult<(u64, Duration)> {
-    let connecting = Instant::now();
-    let mut client = BareClient::connect(addr)?;
-    let wait = connecting.elapsed();
+/// Connects and takes `turns` turns.
+fn bare_session(port: u16, payload: &[u8], turns: usize) -> BenchResult<()> {
+    let mut client = BareClient::connect(port)?;
     for _ in 0..turns {
         client.turn(payload)?;
     }
-    Ok((turns as u64, wait))
-}
-
-// ---------------------------------------------------------------------------------------------
-// (a) and (b): latency, chat and bare in alternating blocks.
-
-/// The samples of one message size.
-#[derive(Debug, Default)]
-struct Latency {
-    size: usize,
-    chat_rtt: Vec<Duration>,
-    chat_turn: Vec<Duration>,
-    bare_rtt: Vec<Duration>,
-    /// The RTT of the ack inside a bare turn: the chat's RTT is always taken inside a turn.
-    bare_turn_rtt: Vec<Duration>,
-    bare_turn: Vec<Duration>,
-}
-
-fn measure_latency(addrs: &Addrs, size: usize, rounds: usize) -> BenchResult<Latency> {
-    let payload = pattern(size);
-    let mut samples = Latency {
-        size,
-        ..Latency::default()
-    };
-    for round in 0..rounds {
-        // Take turns at going first, so that neither always follows the other.
-        if round % 2 == 0 {
-            chat_block(addrs.chat, &payload, &mut samples)?;
-            bare_block(addrs.bare, &payload, &mut samples)?;
-        } else {
-            bare_block(addrs.bare, &payload, &mut samples)?;
-            chat_block(addrs.chat, &payload, &mut samples)?;
-        }
-    }
-    Ok(samples)
-}
-
-/// One chat session of [`BLOCK`] turns: an RTT and a turn sample each.
-fn chat_block(addr: SocketAddr, payload: &[u8], samples: &mut Latency) -> BenchResult<()> {
-    let run = chat_session(addr, payload, BLOCK)?;
-    samples.chat_rtt.extend(run.rtts);
-    samples.chat_turn.extend(run.turns);
     Ok(())
 }
 
-/// One bare connection: [`BLOCK`] ping-pongs, then [`BLOCK`] turns.
-fn bare_block(addr: SocketAddr, payload: &[u8], samples: &mut Latency) -> BenchResult<()> {
-    let mut client = BareClient::connect(addr)?;
-    for _ in 0..BLOCK {
-        samples.bare_rtt.push(client.ping(payload)?);
-    }
-    for _ in 0..BLOCK {
-        let (rtt, turn) = client.turn(payload)?;
-        samples.bare_turn_rtt.push(rtt);
-        samples.bare_turn.push(turn);
-    }
-    Ok(())
-}
-
-/// `len` bytes of a repeating pattern.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// (c): throughput.
-
-/// The sum of throughput runs at one client count.
-#[derive(Debug, Default, Clone, Copy)]
-struct Load {
-    acked: u64,
-    elapsed: Duration,
-    longest_wait: Duration,
-}
-
-impl Load {
-    fn add(&mut self, other: Load) {
-        self.acked += other.acked;
-        self.elapsed += other.elapsed;
-        self.longest_wait = self.longest_wait.max(other.longest_wait);
-    }
-
-    fn per_second(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.acked as f64 / secs
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Chat, bare and bare pool throughput at one client count.
-#[derive(Debug, Default)]
-struct LoadRow {
+/// (c): starts `clients` sessions of `plan.per_client` turns at once against one server, and
+/// times each until it is done.
+fn run_load(
+    target: Target,
+    port: u16,
     clients: usize,
-    chat: Load,
-    bare: Load,
-    /// The bare server on a pool of W threads.
-    pooled: Load,
-}
-
-/// Every order of the three servers (chat 0, bare 1, bare pool 2), one per throughput round in
-/// turn: each goes first, second and last equally often, and follows each other one equally often.
-const ORDERS: [[usize; 3]; 6] = [
-    [0, 1, 2],
-    [0, 2, 1],
-    [1, 0, 2],
-    [1, 2, 0],
-    [2, 0, 1],
-    [2, 1, 0],
-];
-
-fn measure_throughput(addrs: &Addrs, plan: &Plan) -> BenchResult<Vec<LoadRow>> {
-    let payload = pattern(SMALL);
+    plan: &DriverPlan,
+    payload: &[u8],
+) -> BenchResult<LoadRun> {
     let turns = plan.per_client;
-    let chat = || chat_session(addrs.chat, &payload, turns).map(|run| (turns as u64, run.wait));
-    let bare = || bare_session(addrs.bare, &payload, turns);
-    let pooled = || bare_session(addrs.pooled, &payload, turns);
-    let mut rows: Vec<LoadRow> = [1, plan.workers, 4 * plan.workers]
-        .into_iter()
-        .map(|clients| LoadRow {
-            clients,
-            ..LoadRow::default()
-        })
-        .collect();
-    for round in 0..plan.throughput_rounds {
-        for row in &mut rows {
-            for server in ORDERS[round % ORDERS.len()] {
-                match server {
-                    0 => row.chat.add(run_clients(row.clients, chat)?),
-                    1 => row.bare.add(run_clients(row.clients, bare)?),
-                    _ => row.pooled.add(run_clients(row.clients, pooled)?),
+    let (ready, readied) = crossbeam_channel::bounded::<()>(clients);
+    // Dropping `start` releases every client at once; `go` tells them it is a start, not an
+    // abandoned run.
+    let (start, started) = crossbeam_channel::bounded::<()>(0);
+    let go = AtomicBool::new(false);
+    thread::scope(|scope| -> BenchResult<LoadRun> {
+        // Owned here, so that an early return releases (and so ends) the clients already spawned
+        // before the scope waits for them.
+        let start = start;
+        let mut threads = Vec::with_capacity(clients);
+        for i in 0..clients {
+            let (ready, started, go) = (ready.clone(), started.clone(), &go);
+            let client = move || -> BenchResult<Instant> {
+                ready.send(())?;
+                // Only a disconnection releases the clients; a timeout means a stuck start.
+                if started.recv_timeout(IO_LIMIT) != Err(RecvTimeoutError::Disconnected)
+                    || !go.load(Ordering::SeqCst)
+                {
+                    return Err("the run was abandoned".into());
                 }
-            }
+                match target {
+                    Target::Chat => drop(chat_session(port, payload, turns)?),
+                    Target::Pool | Target::PerConnection => bare_session(port, payload, turns)?,
+                }
+                Ok(Instant::now())
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("client-{i}"))
+                .spawn_scoped(scope, client);
+            threads.push(spawned?);
         }
-    }
-    Ok(rows)
-}
-
-/// Starts `clients` threads at once, each running `client` (which returns its acknowledged
-/// messages and its wait), and times them until the last one is done.
-fn run_clients<F>(clients: usize, client: F) -> BenchResult<Load>
-where
-    F: Fn() -> BenchResult<(u64, Duration)> + Sync,
-{
-    let barrier = Barrier::new(clients + 1);
-    thread::scope(|scope| {
-        let (barrier, client) = (&barrier, &client);
-        let threads: Vec<_> = (0..clients)
-            .map(|_| {
-                scope.spawn(move || {
-                    barrier.wait();
-                    client()
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let mut load = Load::default();
+        for _ in 0..clients {
+            readied
+                .recv_timeout(IO_LIMIT)
+                .map_err(|_| "the client threads did not get ready")?;
+        }
+        go.store(true, Ordering::SeqCst);
+        // The clock starts before the release: a client may be done before this thread is
+        // scheduled again.
+        let begun = Instant::now();
+        drop(start);
+        let mut done_ns = Vec::with_capacity(clients);
         for thread in threads {
-            let (acked, wait) = thread.join().map_err(|_| "a client thread panicked")??;
-            load.acked += acked;
-            load.longest_wait = load.longest_wait.max(wait);
+            let finished = thread.join().map_err(|_| "a client thread panicked")??;
+            done_ns.push(finished.saturating_duration_since(begun).as_nanos() as u64);
         }
-        load.elapsed = start.elapsed();
-        Ok(load)
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Statistics and the report.
-
-/// Percentiles of a set of samples, in microseconds rounded to the tenth that is printed, so
-/// that every ratio is computed from the figures shown beside it.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    count: usize,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[Duration]) -> Stats {
-        let mut us: Vec<f64> = samples.iter().map(|d| micros(*d)).collect();
-        us.sort_by(f64::total_cmp);
-        Stats {
-            count: us.len(),
-            p50: tenth(percentile(&us, 0.50)),
-            p90: tenth(percentile(&us, 0.90)),
-            p99: tenth(percentile(&us, 0.99)),
-            p999: tenth(percentile(&us, 0.999)),
-            max: tenth(us.last().copied().unwrap_or(0.0)),
-        }
-    }
-
-    fn values(&self) -> [f64; 5] {
-        [self.p50, self.p90, self.p99, self.p999, self.max]
-    }
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ratio(chat: f64, bare: f64) -> f64 {
-    if bare <= 0.0 {
-        return 0.0;
-    }
-    chat / bare
-}
-
-/// Rounds to the one decimal that is printed.
-fn tenth(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn report(small: &Latency, large: &Latency, loads: &[LoadRow], plan: &Plan) {
-    for samples in [small, large] {
-        let size = samples.size;
-        print_table(
-            &format!("(a) message to ack, {size} B: RTT in us; bare = ping-pong"),
-            &samples.chat_rtt,
-            &samples.bare_rtt,
-        );
-        print_reference("bare-in-turn", &samples.bare_turn_rtt, &samples.chat_rtt);
-        print_table(
-            &format!("(b) full turn (message, ack, echo), {size} B: in us"),
-            &samples.chat_turn,
-            &samples.bare_turn,
-        );
-    }
-    print_loads(loads, plan.workers);
-    print_histogram(
-        &format!("chat RTT distribution, {SMALL} B"),
-        &small.chat_rtt,
-    );
-    print_slow(&[small, large]);
-}
-
-fn print_table(title: &str, chat: &[Duration], bare: &[Duration]) {
-    let (chat, bare) = (Stats::of(chat), Stats::of(bare));
-    println!();
-    println!("{title} ({} chat, {} bare samples)", chat.count, bare.count);
-    println!(
-        "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}",
-        "", "p50", "p90", "p99", "p99.9", "max"
-    );
-    print_row("chat", chat.values(), 1);
-    print_row("bare", bare.values(), 1);
-    print_row("ratio", ratios(&chat, &bare), 3);
-}
-
-/// Two more rows under a table: another baseline, and the chat's ratio to it (for reading the
-/// table, not for the summary).
-fn print_reference(name: &str, reference: &[Duration], chat: &[Duration]) {
-    let (reference, chat) = (Stats::of(reference), Stats::of(chat));
-    print_row(name, reference.values(), 1);
-    print_row("ratio", ratios(&chat, &reference), 3);
-}
-
-fn print_row(name: &str, values: [f64; 5], decimals: usize) {
-    let cells: String = values
-        .iter()
-        .map(|v| format!("{v:>10.decimals$}"))
-        .collect();
-    println!("{name:<14}{cells}");
-}
-
-/// The chat/bare ratio of each printed percentile.
-fn ratios(chat: &Stats, bare: &Stats) -> [f64; 5] {
-    let (chat, bare) = (chat.values(), bare.values());
-    std::array::from_fn(|i| ratio(chat[i], bare[i]))
-}
-
-fn print_loads(loads: &[LoadRow], workers: usize) {
-    println!();
-    println!(
-        "(c) throughput, {SMALL} B turns, W = {workers} workers (bare: a thread per connection; \
-         bare pool: W threads fed by a channel, the chat's architecture without the chat)"
-    );
-    println!(
-        "{:>8}{:>14}{:>14}{:>8}{:>15}{:>8}{:>18}{:>18}",
-        "clients",
-        "chat msg/s",
-        "bare msg/s",
-        "ratio",
-        "bare pool",
-        "/pool",
-        "chat max wait us",
-        "bare connect us"
-    );
-    for row in loads {
-        let [chat, bare, pooled] =
-            [row.chat, row.bare, row.pooled].map(|load| load.per_second().round());
-        println!(
-            "{:>8}{chat:>14.0}{bare:>14.0}{:>8.3}{pooled:>15.0}{:>8.3}{:>18.1}{:>18.1}",
-            row.clients,
-            ratio(chat, bare),
-            ratio(chat, pooled),
-            micros(row.chat.longest_wait),
-            micros(row.bare.longest_wait)
-        );
-    }
-}
-
-/// Two buckets per octave: bucket `k` holds [2^(k/2), 2^((k+1)/2)) microseconds.
-fn bucket(us: f64) -> usize {
-    ((us.max(1.0).log2() * 2.0).floor() as usize).min(63)
-}
-
-fn print_histogram(title: &str, samples: &[Duration]) {
-    const WIDTH: usize = 50;
-    let mut counts = [0usize; 64];
-    for sample in samples {
-        counts[bucket(micros(*sample))] += 1;
-    }
-    let (Some(first), Some(last)) = (
-        counts.iter().position(|&c| c > 0),
-        counts.iter().rposition(|&c| c > 0),
-    ) else {
-        return;
-    };
-    let peak = counts.iter().copied().max().unwrap_or(1);
-    println!();
-    println!("{title} ({} samples, us)", samples.len());
-    let mut seen = 0;
-    for (k, &count) in counts.iter().enumerate().take(last + 1).skip(first) {
-        seen += count;
-        let bar = "#".repeat((count * WIDTH).div_ceil(peak));
-        println!(
-            "{:>9.1} .. {:<9.1}|{bar:<WIDTH$}| {count:>7} {:>6.2}%",
-            2f64.powf(k as f64 / 2.0),
-            2f64.powf((k + 1) as f64 / 2.0),
-            100.0 * seen as f64 / samples.len() as f64
-        );
-    }
-}
-
-fn print_slow(sets: &[&Latency]) {
-    let slow = |samples: &[Duration]| samples.iter().filter(|d| **d >= SLOW).count();
-    let count =
-        |pick: fn(&Latency) -> &[Duration]| sets.iter().map(|s| slow(pick(s))).sum::<usize>();
-    println!();
-    println!(
-        "samples of {} ms or more: chat rtt {}, chat turn {}, bare rtt {}, bare turn {}",
-        SLOW.as_millis(),
-        count(|s| &s.chat_rtt),
-        count(|s| &s.chat_turn),
-        count(|s| &s.bare_rtt),
-        count(|s| &s.bare_turn)
-    );
-}
-
-/// The last line: key figures, each ratio computed from the rounded figures beside it (the
-/// rates are rounded to whole messages per second).
-fn summary(small: &Latency, loads: &[LoadRow], workers: usize, rss_kib: u64) -> String {
-    let (rtt, bare_rtt) = (Stats::of(&small.chat_rtt), Stats::of(&small.bare_rtt));
-    let (turn, bare_turn) = (Stats::of(&small.chat_turn), Stats::of(&small.bare_turn));
-    let load = loads
-        .iter()
-        .find(|row| row.clients == workers)
-        .map_or((0.0, 0.0), |row| {
-            (row.chat.per_second().round(), row.bare.per_second().round())
-        });
-    let (rtt50, rtt99, bare50, bare99) = (rtt.p50, rtt.p99, bare_rtt.p50, bare_rtt.p99);
-    let (turn50, bare_turn50) = (turn.p50, bare_turn.p50);
-    format!(
-        "summary: rtt_p50_us={rtt50:.1} rtt_p99_us={rtt99:.1} bare_p50_us={bare50:.1} \
-         bare_p99_us={bare99:.1} rtt_ratio_p50={:.3} turn_p50_us={turn50:.1} \
-         bare_turn_p50_us={bare_turn50:.1} turn_ratio_p50={:.3} msgs_per_s={:.0} \
-         bare_msgs_per_s={:.0} throughput_ratio={:.3} server_rss_kib={rss_kib}",
-        ratio(rtt50, bare50),
-        ratio(turn50, bare_turn50),
-        load.0,
-        load.1,
-        ratio(load.0, load.1)
-    )
-}
-
-/// This process's resident set size (VmRSS), in KiB; 0 where /proc is not available.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kib| kib.parse().ok())
+        done_ns.sort_unstable();
+        Ok(LoadRun {
+            turns: (clients * turns) as u64,
+            wall_ns: done_ns.last().copied().unwrap_or(0),
+            done_ns,
         })
-        .unwrap_or(0)
+    })
 }
