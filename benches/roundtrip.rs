@@ -17,9 +17,10 @@
 //!
 //! The processes:
 //!
-//! - the chat server: the real binary, `client_server_chat server 127.0.0.1 0 --echo -w W
-//!   --backlog 128 --idle-timeout 60`, its stdout (several lines per message: the product's own
-//!   behaviour) written to a temporary file, from which its port is read;
+//! - the chat server: the real binary, `client_server_chat server 127.0.0.1 0 --echo --quiet
+//!   -w W --backlog 128 --idle-timeout 60`, its stdout written to a temporary file, from which
+//!   its port is read. `--quiet` leaves out the lines an echo server prints per message (a
+//!   front-end's cost that the bare servers do not have; README.md gives what it costs);
 //! - bare servers: this executable again, with `CHAT_BENCH_ROLE=bare-server` (the role comes from
 //!   the environment because cargo passes `--bench`; arguments are ignored). With
 //!   `CHAT_BENCH_THREADS=pool:W`, W long-lived threads take accepted connections from a crossbeam
@@ -522,14 +523,13 @@ impl ChatServer {
     /// guard), and reads its port from that file's first line.
     fn start(workers: usize, cpus: Option<&str>) -> BenchResult<ChatServer> {
         let log = temp_log("chat-server");
-        // A file, not a pipe: the server prints several lines per message, and a pipe would
-        // need someone to drain it while the driver runs.
+        // A file, not a pipe, which would need someone to drain it while the driver runs.
         let file = File::create(&log)
             .map_err(|e| format!("cannot create the log {}: {e}", log.display()))?;
         let program = Path::new(env!("CARGO_BIN_EXE_client_server_chat"));
         let mut command = placed(program, cpus);
         command
-            .args(["server", "127.0.0.1", "0", "--echo", "-w"])
+            .args(["server", "127.0.0.1", "0", "--echo", "--quiet", "-w"])
             .arg(workers.to_string())
             .arg("--backlog")
             .arg(BACKLOG.to_string())
@@ -1581,8 +1581,7 @@ fn note(out: &mut impl Write, what: &str) -> io::Result<()> {
     out.flush()
 }
 
-/// `len` bytes of printable text, as a chat message would be: the server's echo log then costs
-/// what it costs in a real chat.
+/// `len` bytes of printable text, as a chat message would be.
 fn text(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }

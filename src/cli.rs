@@ -171,7 +171,11 @@ fn options() -> Options {
         ),
         "SECS",
     );
-    o.optflag("q", "quiet", "ping: print only the summary");
+    o.optflag(
+        "q",
+        "quiet",
+        "ping: print only the summary; server with --echo: no line per message",
+    );
     o
 }
 
@@ -271,6 +275,17 @@ enum Mode {
     Ping,
 }
 
+impl Mode {
+    /// The word that selects it.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Server => "server",
+            Mode::Client => "client",
+            Mode::Ping => "ping",
+        }
+    }
+}
+
 /// What every mode takes from the command line: where, who, and the limits on the peer.
 struct Endpoint {
     host: String,
@@ -290,7 +305,7 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("interval", &[Mode::Ping]),
     ("size", &[Mode::Ping]),
     ("messages", &[Mode::Ping]),
-    ("quiet", &[Mode::Ping]),
+    ("quiet", &[Mode::Ping, Mode::Server]),
     ("timeout", &[Mode::Ping]),
 ];
 
@@ -298,22 +313,22 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
 fn check_flags_fit(matches: &Matches, mode: Mode) -> Result<(), Error> {
     for (flag, modes) in MODE_FLAGS {
         if matches.opt_present(flag) && !modes.contains(&mode) {
-            let owner = match modes.first() {
-                Some(Mode::Server) => "a server",
-                Some(Mode::Client) => "a client",
-                _ => "a ping",
-            };
             return Err(Error::Usage(match *flag {
                 "legacy" if mode == Mode::Server => "--legacy is a client option: the server \
                     tells the two protocols apart by itself"
                     .to_string(),
-                _ => format!("--{flag} is {owner} option"),
+                _ => format!("--{flag} is not a {} option", mode.name()),
             }));
         }
     }
     if matches.opt_present("legacy") && matches.opt_present("name") {
         return Err(Error::Usage(
             "--name cannot go with --legacy: the original protocol carries no names".into(),
+        ));
+    }
+    if mode == Mode::Server && matches.opt_present("quiet") && !matches.opt_present("echo") {
+        return Err(Error::Usage(
+            "--quiet goes with --echo: an operator must see the messages".into(),
         ));
     }
     if matches.opt_present("size") && !matches.opt_present("messages") {
@@ -351,6 +366,7 @@ fn server_config(matches: &Matches, endpoint: Endpoint) -> Result<ConsoleConfig,
     Ok(ConsoleConfig {
         addrs: client::resolve(&endpoint.host, endpoint.port)?,
         echo: matches.opt_present("echo"),
+        quiet: matches.opt_present("quiet"),
         server: ServerConfig {
             workers,
             backlog,

@@ -23,6 +23,9 @@ pub struct ConsoleConfig {
     pub addrs: Vec<SocketAddr>,
     /// Answer every message with itself instead of asking the operator.
     pub echo: bool,
+    /// With `echo`: print no line per message, only arrivals, endings and trouble (for load
+    /// tests, where printing would cost more than the chat).
+    pub quiet: bool,
     /// The server's settings.
     pub server: ServerConfig,
 }
@@ -35,6 +38,7 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         Terminal::stdout(),
         handle.clone(),
         config.echo,
+        config.quiet,
     ));
     let on_signal = handle.clone();
     ctrlc::set_handler(move || on_signal.shutdown()).map_err(|e| Error::Io(io::Error::other(e)))?;
@@ -42,7 +46,11 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         "The server is waiting for clients to connect on {} ({} workers{}).",
         server.local_addr(),
         config.server.workers,
-        if config.echo { ", echo" } else { "" }
+        match (config.echo, config.quiet) {
+            (true, true) => ", echo, quiet",
+            (true, false) => ", echo",
+            _ => "",
+        }
     ));
     if !config.echo {
         let console = Arc::clone(&console);
@@ -63,6 +71,8 @@ pub struct Console {
     out: Terminal,
     server: ServerHandle,
     echo: bool,
+    /// No line per message.
+    quiet: bool,
     routes: Mutex<Routes>,
 }
 
@@ -95,11 +105,12 @@ Commands:
 
 impl Console {
     /// A console printing to `out` for the server behind `server`.
-    pub fn new(out: Terminal, server: ServerHandle, echo: bool) -> Console {
+    pub fn new(out: Terminal, server: ServerHandle, echo: bool, quiet: bool) -> Console {
         Console {
             out,
             server,
             echo,
+            quiet,
             routes: Mutex::new(Routes::default()),
         }
     }
@@ -394,7 +405,8 @@ impl Frontend for Arc<Console> {
                 });
             }
             ServerEvent::Session { id, event } => {
-                if event == Event::MyTurn {
+                let routine = matches!(event, Event::Received(_) | Event::Acked { .. });
+                if event == Event::MyTurn || (routine && self.quiet) {
                     return;
                 }
                 let line = self.with_label(id, |label| match event {

@@ -84,19 +84,20 @@ pub fn cannot_carry(text: &[u8]) -> Option<&'static str> {
 /// Every way this side ends a chat (END, and the server's SHUTDOWN and KICKED) becomes the
 /// message `end`, the only goodbye the original knows.
 pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) -> bool {
-    let text: &[u8] = match frame {
-        Frame::Ack => {
-            out.extend_from_slice(ACK_LINE);
-            return true;
-        }
-        Frame::Message(text) => text,
-        Frame::End | Frame::Shutdown | Frame::Kicked(_) => END_TEXT,
+    match frame {
+        Frame::Ack => out.extend_from_slice(ACK_LINE),
+        Frame::Message(text) => encode_message_into(text, out),
+        Frame::End | Frame::Shutdown | Frame::Kicked(_) => encode_message_into(END_TEXT, out),
         _ => return false,
-    };
+    }
+    true
+}
+
+/// Appends the legacy form of a message carrying `text` to `out`.
+pub fn encode_message_into(text: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(MESSAGE_PREFIX);
     out.extend_from_slice(text);
     out.extend_from_slice(b"\n\n");
-    true
 }
 
 #[cfg(test)]

@@ -140,6 +140,9 @@ impl Frame {
 
     /// Appends the whole frame, header and payload, to `out`, so that it can go out in one write.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Frame::Message(bytes) = self {
+            return encode_message_into(bytes, out);
+        }
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         let kind = match self {
@@ -200,6 +203,17 @@ impl Frame {
         self.encode_into(&mut out);
         out
     }
+}
+
+/// Appends a MESSAGE frame carrying `payload` to `out`: the bytes of
+/// `Frame::Message(payload.to_vec()).encode_into(out)`, without the copy (an echo sends back the
+/// bytes it was given).
+pub fn encode_message_into(payload: &[u8], out: &mut Vec<u8>) {
+    // As for every frame, the limits keep real lengths far below u32::MAX.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.push(kind::MESSAGE);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 /// Cuts `text` to at most `max` bytes without splitting a character.

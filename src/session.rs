@@ -5,6 +5,7 @@
 //! is reported as an [`Event`] to the caller, and the way the chat ended is returned as an
 //! [`Ending`]. Nothing here prints. Other threads end a session through its [`Stopper`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::legacy;
-use crate::protocol::{Dialect, Frame, FrameReader, Opening, ProtocolError, VERSION};
+use crate::protocol::{self, Dialect, Frame, FrameReader, Opening, ProtocolError, VERSION};
 // Reasons come from the peer and end up on a terminal: they are shown defused.
 use crate::term::sanitize;
 
@@ -50,14 +51,11 @@ pub trait Speaker {
     /// Waits at most `wait` for the next thing to say on this side's turn.
     fn next(&mut self, wait: Duration) -> Speech;
 
-    /// Given each message received, after its ACK has gone out and its event was reported.
-    fn heard(&mut self, _message: Vec<u8>) {}
-
     /// For a speaker that answers without thinking: the answer to `message`, known the moment it
     /// arrives. It goes out in the same write as the message's ACK, so the peer is woken once
     /// for both; with two writes, the second lands inside the peer's measured round trip.
     /// `None` (the default) leaves the answer to [`Speaker::next`] on this side's turn.
-    fn answer_at_once(&mut self, _message: &[u8]) -> Option<Vec<u8>> {
+    fn answer_at_once<'m>(&mut self, _message: &'m [u8]) -> Option<Cow<'m, [u8]>> {
         None
     }
 }
@@ -74,8 +72,8 @@ impl Speaker for EchoSpeaker {
         Speech::End
     }
 
-    fn answer_at_once(&mut self, message: &[u8]) -> Option<Vec<u8>> {
-        Some(message.to_vec())
+    fn answer_at_once<'m>(&mut self, message: &'m [u8]) -> Option<Cow<'m, [u8]>> {
+        Some(Cow::Borrowed(message))
     }
 }
 
@@ -642,9 +640,12 @@ impl Session {
                 let refusal = answer.as_deref().and_then(|a| self.refusal(a));
                 self.out.clear();
                 self.encode(&Frame::Ack);
-                let answered = match answer {
+                let answered = match &answer {
                     Some(answer) if refusal.is_none() => {
-                        self.encode(&Frame::Message(answer));
+                        match self.reader.dialect() {
+                            Dialect::Frames => protocol::encode_message_into(answer, &mut self.out),
+                            Dialect::Legacy => legacy::encode_message_into(answer, &mut self.out),
+                        }
                         true
                     }
                     _ => false,
@@ -655,7 +656,6 @@ impl Session {
                 self.report_held_ack(events);
                 let sent_at = sent_at?;
                 events(Event::Received(&message));
-                speaker.heard(message);
                 if let Some(refusal) = refusal {
                     events(refusal);
                 }

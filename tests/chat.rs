@@ -276,7 +276,6 @@ fn utf8_survives_and_escape_sequences_are_defused_on_the_server() {
     );
     assert!(!client.raw_stdout.contains(&0x1b), "{client:#?}");
 
-    let mut server = server;
     assert_eq!(
         server.expect_line("Received: caf"),
         "[#1] Received: café 日本 🎉"
@@ -364,4 +363,28 @@ fn every_printed_round_trip_holds_at_least_a_write_and_a_read_and_none_is_zero()
         );
         assert!(!text.contains("Roundtrip time: 0.000000s"), "{who}");
     }
+}
+
+#[test]
+fn a_quiet_echo_server_prints_arrivals_and_endings_but_no_line_per_message() {
+    let (mut server, port) = start_server(&["--echo", "--quiet"]);
+    let client = run(&["client", "127.0.0.1", &port.to_string()], b"hi\nend\n");
+    assert_eq!(client.code(), 0, "{client:#?}");
+    assert_hi_then_end_transcript(&client, port, "Connected!", "Received: hi");
+    server.expect_line("] Connected.");
+    assert_eq!(
+        server.expect_line("left the chat"),
+        "[#1] The other side left the chat."
+    );
+    let server = server.kill_and_collect();
+    for routine in ["Received", "Message Received", "Roundtrip"] {
+        assert!(!server.stdout.contains(routine), "{server:#?}");
+    }
+    // An operator must see what is said: --quiet needs --echo.
+    let refused = run(&["server", "127.0.0.1", "0", "--quiet"], b"");
+    assert_eq!(refused.code(), 2, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("--quiet goes with --echo"),
+        "{refused:#?}"
+    );
 }
