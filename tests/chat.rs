@@ -276,6 +276,7 @@ fn utf8_survives_and_escape_sequences_are_defused_on_the_server() {
     );
     assert!(!client.raw_stdout.contains(&0x1b), "{client:#?}");
 
+    let mut server = server;
     assert_eq!(
         server.expect_line("Received: caf"),
         "[#1] Received: café 日本 🎉"
