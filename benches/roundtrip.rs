@@ -1,7 +1,7 @@
 //! Round-trip benchmark: what the chat costs per message, per turn and per session, set beside
 //! bare TCP servers doing the same exchange, with every process placed on CPUs by `taskset`.
 //!
-//! Run it with `cargo bench --bench roundtrip` (about a minute on 2 cores).
+//! Run it with `cargo bench --bench roundtrip` (about 30 s on 2 cores, more on a busy machine).
 //! `CHAT_BENCH_SCALE` (a positive float, default 1.0) multiplies every iteration count (rounds of
 //! blocks, throughput runs, turns per client; each at least 1, turns at least 20):
 //! `CHAT_BENCH_SCALE=0.02 cargo bench --bench roundtrip` is the few-second run CI uses, larger
@@ -258,9 +258,9 @@ impl Plan {
         Ok(Plan {
             scale,
             cores: thread::available_parallelism().map_or(1, |n| n.get()),
-            small_rounds: scaled(250.0),
-            large_rounds: scaled(75.0),
-            load_rounds: scaled(24.0),
+            small_rounds: scaled(150.0),
+            large_rounds: scaled(50.0),
+            load_rounds: scaled(12.0),
             per_client: scaled(250.0).max(20),
             // Ten times what the default run takes: only a broken run meets it.
             lifetime: Duration::from_secs_f64(600.0 * scale.max(1.0)),
@@ -289,8 +289,8 @@ impl Plan {
             self.scale, self.cores
         );
         println!(
-            "chat server: {} server --echo; bare servers and driver: this bench re-executed",
-            env!("CARGO_BIN_EXE_client_server_chat")
+            "chat server: client_server_chat server --echo --quiet (this build's binary); bare \
+             servers and driver: this bench re-executed"
         );
         println!(
             "per placement: blocks of {BLOCK} messages, chat and bare alternating, {} rounds at \
