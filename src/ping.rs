@@ -169,7 +169,13 @@ pub fn probe(
             }
         }
     };
-    out.line(&tally.summary());
+    // The blank line keeps the summary off the `^C` a terminal echoes, as ping's does.
+    out.line(&format!(
+        "\n--- {}:{} ping statistics ---\n{}",
+        config.host,
+        config.port,
+        tally.summary()
+    ));
     match ending {
         Ending::EndedByMe | Ending::Stopped(_) if tally.lost() == 0 => Ok(()),
         ending => Err(Error::Chat(ending)),

@@ -113,7 +113,12 @@ fn message_probes_are_echoed_and_quiet_prints_only_the_summary() {
         b"",
     );
     assert_eq!(ping.code(), 0, "{ping:#?}");
-    assert_eq!(ping.stdout.lines().count(), 2, "{ping:#?}");
+    assert_eq!(
+        ping.stdout.lines().collect::<Vec<_>>()[..2],
+        ["", &format!("--- 127.0.0.1:{port} ping statistics ---")],
+        "{ping:#?}"
+    );
+    assert_eq!(ping.stdout.lines().count(), 4, "{ping:#?}");
     assert_clean_summary(&ping.stdout, 3);
     for _ in 0..3 {
         let received = server.expect_line("Received: ");
