@@ -78,7 +78,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
-use client_server_chat::protocol::{DEFAULT_MAX_MESSAGE, Frame, FrameReader, VERSION};
+use client_server_chat::protocol::{DEFAULT_MAX_MESSAGE, Frame, VERSION};
+use client_server_chat::wire::FrameReader;
 use client_server_chat::session::{
     Ending, Event, Session, Speaker, Speech, Stopper, Timeouts, Turn,
 };

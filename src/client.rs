@@ -10,7 +10,8 @@ use crate::error::Error;
 use crate::session::{
     Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
 };
-use crate::term::{Terminal, sanitize, seconds, trim_line_end};
+use crate::term::{Terminal, seconds, trim_line_end};
+use crate::text::sanitize;
 
 /// What `client` needs.
 #[derive(Debug, Clone)]

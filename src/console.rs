@@ -11,10 +11,11 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::protocol::Dialect;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
-use crate::term::{Terminal, sanitize, sanitize_into, seconds, trim_line_end};
+use crate::term::{Terminal, seconds, trim_line_end};
+use crate::text::{sanitize, sanitize_into};
+use crate::wire::Dialect;
 
 /// What `server` needs besides the server's own settings.
 #[derive(Debug, Clone)]

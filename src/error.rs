@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use crate::session::Ending;
+use crate::ending::Ending;
 
 /// Everything that can stop the program before or instead of a normal end.
 #[derive(Debug)]

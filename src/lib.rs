@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod ending;
 pub mod error;
 pub mod legacy;
 pub mod ping;
@@ -35,3 +36,5 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod term;
+pub mod text;
+pub mod wire;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::client::connect;
 use crate::error::Error;
 use crate::session::{Ending, Session, StopReason, Stopper, Timeouts};
-use crate::term::{Terminal, sanitize, seconds};
+use crate::term::{Terminal, seconds};
+use crate::text::sanitize;
 
 /// What `ping` needs.
 #[derive(Debug, Clone)]

@@ -16,8 +16,9 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::pool::WorkerPool;
-use crate::protocol::{Dialect, Frame, Opening, identify};
+use crate::protocol::Frame;
 use crate::session::{Ending, Event, Hello, Session, Speaker, StopReason, Stopper, Timeouts, Turn};
+use crate::wire::{Dialect, Opening, identify};
 
 /// How long shutdown waits for sessions to say goodbye before it closes their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);

@@ -6,7 +6,6 @@
 //! [`Ending`]. Nothing here prints. Other threads end a session through its [`Stopper`].
 
 use std::borrow::Cow;
-use std::fmt;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -14,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use crate::ending::{Ending, StopReason};
 use crate::legacy;
-use crate::protocol::{self, Dialect, Frame, FrameReader, Opening, ProtocolError, VERSION};
+use crate::protocol::{self, Frame, ProtocolError, VERSION};
+use crate::wire::{Dialect, FrameReader, Opening};
 // Reasons come from the peer and end up on a terminal: they are shown defused.
-use crate::term::sanitize;
+use crate::text::sanitize;
 
 /// How often a side that waits for its [`Speaker`] checks whether the peer left or a stop came.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -103,17 +104,6 @@ pub enum Event<'a> {
     Unsendable(&'static str),
 }
 
-/// Why another thread ends a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// The server goes offline: the peer is sent SHUTDOWN.
-    Shutdown,
-    /// The operator removes the client: it is sent KICKED with this reason.
-    Kick(String),
-    /// The local user interrupted (Ctrl-C): the peer is sent END.
-    Interrupt,
-}
-
 /// Lets other threads end a session that may be blocked in a read.
 #[derive(Debug)]
 pub struct Stopper {
@@ -147,77 +137,6 @@ impl Stopper {
     /// The reason given to [`Stopper::stop`], if any.
     pub fn reason(&self) -> Option<StopReason> {
         self.reason.lock().clone()
-    }
-}
-
-/// How a session ended. Each variant's `Display` is a sentence for the user.
-#[derive(Debug)]
-pub enum Ending {
-    /// This side ended the chat (`end`, end of input).
-    EndedByMe,
-    /// The peer sent END.
-    PeerEnded,
-    /// The connection closed without an END.
-    PeerVanished,
-    /// Another thread stopped the session; the peer was told.
-    Stopped(StopReason),
-    /// The server said it is shutting down.
-    ServerShutdown,
-    /// The server's operator removed this client.
-    Kicked(String),
-    /// Every worker busy and the waiting line full.
-    ServerFull,
-    /// The peer reported a protocol error and closed.
-    PeerError(String),
-    /// The peer broke the protocol; it was sent an ERROR with this reason.
-    Violation(String),
-    /// The peer took too long; it was sent an ERROR saying so.
-    TimedOut(String),
-    /// The connection failed.
-    Io(io::Error),
-}
-
-impl Ending {
-    /// True when the chat ended the way a chat should: by one side's choice, told to the other.
-    pub fn is_orderly(&self) -> bool {
-        matches!(
-            self,
-            Ending::EndedByMe
-                | Ending::PeerEnded
-                | Ending::Stopped(_)
-                | Ending::ServerShutdown
-                | Ending::Kicked(_)
-        )
-    }
-}
-
-impl fmt::Display for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ending::EndedByMe => write!(f, "The chat has ended."),
-            Ending::PeerEnded => write!(f, "The other side left the chat."),
-            Ending::PeerVanished => write!(f, "The other side left the chat (connection closed)."),
-            Ending::Stopped(StopReason::Shutdown) => {
-                write!(f, "Closed: the server is shutting down.")
-            }
-            Ending::Stopped(StopReason::Kick(reason)) => write!(f, "Kicked: {reason}"),
-            Ending::Stopped(StopReason::Interrupt) => write!(f, "Interrupted: the chat has ended."),
-            Ending::ServerShutdown => write!(f, "The server is shutting down. The chat has ended."),
-            Ending::Kicked(reason) => write!(
-                f,
-                "The server removed you from the chat: {}",
-                sanitize(reason.as_bytes())
-            ),
-            Ending::ServerFull => write!(f, "The server is full; try again later."),
-            Ending::PeerError(reason) => write!(
-                f,
-                "The other side reported an error: {}",
-                sanitize(reason.as_bytes())
-            ),
-            Ending::Violation(reason) => write!(f, "Protocol error: {reason}"),
-            Ending::TimedOut(reason) => write!(f, "Timed out: {reason}"),
-            Ending::Io(e) => write!(f, "Connection error: {e}"),
-        }
     }
 }
 
@@ -563,7 +482,7 @@ impl Session {
         let handshake = self.timeouts.handshake;
         let limit = (handshake, Instant::now() + handshake);
         loop {
-            match crate::protocol::identify(self.reader.buffered()) {
+            match crate::wire::identify(self.reader.buffered()) {
                 Opening::Speaks(dialect) => return Ok(dialect),
                 Opening::Stranger => {
                     let first =

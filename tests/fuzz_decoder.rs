@@ -4,7 +4,8 @@
 
 use std::io::{self, Read};
 
-use client_server_chat::protocol::{Frame, FrameReader, ReadError, VERSION, decode};
+use client_server_chat::protocol::{Frame, VERSION, decode};
+use client_server_chat::wire::{FrameReader, ReadError};
 
 /// A small seeded generator (xorshift64*), so every run checks the same inputs and a failure can
 /// be replayed from the seed printed with it.

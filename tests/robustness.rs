@@ -16,7 +16,8 @@ use std::sync::{Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use client_server_chat::protocol::{Frame, FrameReader, HEADER_LEN, ReadError, VERSION};
+use client_server_chat::protocol::{Frame, HEADER_LEN, VERSION};
+use client_server_chat::wire::{FrameReader, ReadError};
 
 use common::{
     Proc, TIMEOUT, accept_one, echo_server_with_a_good_client, good_turn, run, start_server,
