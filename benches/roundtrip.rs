@@ -62,7 +62,6 @@
 //! rounded figures printed beside it.
 #![forbid(unsafe_code)]
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
@@ -79,10 +78,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
 use client_server_chat::protocol::{DEFAULT_MAX_MESSAGE, Frame, VERSION};
+use client_server_chat::session::{Ending, Event, Session, Speech, Stopper, Timeouts, Turn};
 use client_server_chat::wire::FrameReader;
-use client_server_chat::session::{
-    Ending, Event, Session, Speaker, Speech, Stopper, Timeouts, Turn,
-};
 
 /// Errors of any part end as one message and exit status 1.
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -1659,26 +1656,6 @@ fn bare_block(port: u16, payload: &[u8]) -> BenchResult<Block> {
     Ok(block)
 }
 
-/// Hands out `left` copies of `payload`, then ends the chat; notes when each message went.
-struct ScriptedSpeaker<'a> {
-    payload: &'a [u8],
-    left: usize,
-    handed_out: &'a Cell<Option<Instant>>,
-}
-
-impl Speaker for ScriptedSpeaker<'_> {
-    /// The next copy, its hand-out time noted; the end once all are out.
-    fn next(&mut self, _wait: Duration) -> Speech {
-        if self.left == 0 {
-            return Speech::End;
-        }
-        self.left -= 1;
-        let message = self.payload.to_vec();
-        self.handed_out.set(Some(Instant::now()));
-        Speech::Message(message)
-    }
-}
-
 /// What one chat session measured.
 #[derive(Debug)]
 struct ChatRun {
@@ -1701,13 +1678,23 @@ fn chat_session(port: u16, payload: &[u8], messages: usize) -> BenchResult<ChatR
         rtts: Vec::with_capacity(messages),
         turns: Vec::with_capacity(messages),
     };
-    let handed_out = Cell::new(None);
-    let mut speaker = ScriptedSpeaker {
-        payload,
-        left: messages,
-        handed_out: &handed_out,
-    };
-    let ending = session.run(Turn::Mine, &mut speaker, &mut |event| match event {
+    let outbox = session.outbox();
+    let mut handed_out = None;
+    let mut left = messages;
+    let ending = session.run(Turn::Mine, None, &mut |event| match event {
+        // The front-end's part: on each turn, the next copy (its hand-out time noted), then END.
+        Event::MyTurn => {
+            let speech = if left == 0 {
+                Speech::End
+            } else {
+                left -= 1;
+                handed_out = Some(Instant::now());
+                Speech::Message(payload.to_vec())
+            };
+            if let Err(unsaid) = outbox.say(speech) {
+                eprintln!("the bench's message was not sent: {unsaid:?}");
+            }
+        }
         Event::Acked { rtt } => run.rtts.push(rtt),
         Event::Received(_) => {
             if let Some(at) = handed_out.take() {

@@ -1,14 +1,16 @@
 //! The client's terminal front-end: connect, chat from stdin, print what happens.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::session::{
-    Ending, Event, Session, Speaker, Speech, StopReason, Stopper, Timeouts, Turn,
+    Ending, Event, Outbox, Session, Speech, StopReason, Stopper, Timeouts, Turn, Unsaid,
 };
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::sanitize;
@@ -44,33 +46,52 @@ pub enum Input {
 /// An orderly end (either side's `end`, Ctrl-C, the server shutting down or removing this
 /// client) is `Ok`; everything else is an [`Error`].
 pub fn run(config: &ClientConfig) -> Result<(), Error> {
-    let out = Terminal::stdout();
+    let out = Arc::new(Terminal::stdout());
     out.line(&format!(
         "Trying to connect to server: {}: {}",
         config.host, config.port
     ));
     let stream = connect(&config.host, config.port)?;
-    let stopper = Stopper::new(&stream)?;
-    let on_signal = std::sync::Arc::clone(&stopper);
+    let stopper = Stopper::new(&stream).map_err(Error::io(format!(
+        "setting up the connection to {}:{}",
+        config.host, config.port
+    )))?;
+    let on_signal = Arc::clone(&stopper);
     ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
-        .map_err(|e| Error::Io(io::Error::other(e)))?;
-    let inbox = read_lines(io::BufReader::new(io::stdin()));
-    chat(stream, config, stopper, &inbox, &out)
+        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
+    chat(
+        stream,
+        config,
+        stopper,
+        io::BufReader::new(io::stdin()),
+        out,
+    )
 }
 
-/// Runs one chat over a connected stream, with `inbox` as the user's lines.
+/// Runs one chat over a connected stream, with the lines of `input` as the user's voice.
 pub fn chat(
     stream: TcpStream,
     config: &ClientConfig,
-    stopper: std::sync::Arc<Stopper>,
-    inbox: &Receiver<Input>,
-    out: &Terminal,
+    stopper: Arc<Stopper>,
+    input: impl BufRead + Send + 'static,
+    out: Arc<Terminal>,
 ) -> Result<(), Error> {
-    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper)?;
+    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper).map_err(
+        Error::io(format!(
+            "setting up the connection to {}:{}",
+            config.host, config.port
+        )),
+    )?;
+    let typist = Arc::new(Typist {
+        outbox: session.outbox(),
+        out: Arc::clone(&out),
+        typed: Mutex::new(Typed::default()),
+    });
+    read_lines(input, Arc::clone(&typist)).map_err(Error::io("starting the input thread"))?;
     let ending = if config.legacy {
         session.speak_legacy();
         out.line("Connected! (speaking the original line protocol)");
-        converse(&mut session, "", inbox, out)
+        converse(&mut session, "", &typist, &out)
     } else {
         let handshake = session.client_handshake(&config.name, &mut |position| {
             out.line(&format!(
@@ -86,7 +107,7 @@ pub fn chat(
                 if !server.is_empty() {
                     out.line(&format!("You are #{} on {server}.", welcome.session_id));
                 }
-                converse(&mut session, &server, inbox, out)
+                converse(&mut session, &server, &typist, &out)
             }
             Err(ending) => ending,
         }
@@ -106,20 +127,17 @@ pub fn chat(
 }
 
 /// The chat itself, once connected; `server` is the server's name, made safe to print.
-fn converse(
-    session: &mut Session,
-    server: &str,
-    inbox: &Receiver<Input>,
-    out: &Terminal,
-) -> Ending {
+fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal) -> Ending {
     let received_prefix = if server.is_empty() {
         "Received: ".to_string()
     } else {
         format!("[{server}] Received: ")
     };
-    let mut speaker = LineSpeaker { inbox, out };
-    session.run(Turn::Mine, &mut speaker, &mut |event| match event {
-        Event::MyTurn => out.prompt("Send: "),
+    session.run(Turn::Mine, None, &mut |event| match event {
+        Event::MyTurn => {
+            out.prompt(PROMPT);
+            typist.my_turn();
+        }
         Event::Acked { rtt } => out.line(&format!(
             "Message Received\nRoundtrip time: {}s",
             seconds(rtt)
@@ -134,6 +152,9 @@ fn converse(
         }
     })
 }
+
+/// The prompt on this side's turn.
+const PROMPT: &str = "Send: ";
 
 /// The addresses `host` resolves to.
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
@@ -162,11 +183,10 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
     })
 }
 
-/// Reads lines on a thread of their own, so that the chat can notice the server while the user
-/// is typing. Lines typed ahead wait their turn.
-pub fn read_lines(input: impl BufRead + Send + 'static) -> Receiver<Input> {
-    let (lines, inbox) = crossbeam_channel::unbounded();
-    let spawned = std::thread::Builder::new()
+/// Reads lines on a thread of their own and offers each to `typist`; end of input is offered
+/// as `end`. The thread blocks on stdin, never on the chat.
+fn read_lines(input: impl BufRead + Send + 'static, typist: Arc<Typist>) -> io::Result<()> {
+    std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             let mut input = input;
@@ -176,41 +196,72 @@ pub fn read_lines(input: impl BufRead + Send + 'static) -> Receiver<Input> {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         trim_line_end(&mut line);
-                        if lines.send(Input::Line(line)).is_err() {
-                            return;
-                        }
+                        typist.offer(line);
                     }
                 }
             }
-            let _ = lines.send(Input::End);
-        });
-    // Without a reader thread the inbox is closed at once, which reads as end of input.
-    drop(spawned);
-    inbox
+            typist.offer(b"end".to_vec());
+        })
+        .map(drop)
 }
 
-/// The user's voice: each line is a message, `end` or end of input ends the chat.
-struct LineSpeaker<'a> {
-    inbox: &'a Receiver<Input>,
-    out: &'a Terminal,
+/// The user's voice: lines typed (or piped) ahead wait their turn, and each is said through the
+/// session's outbox on this side's turn, from whichever thread sees the turn and the line meet.
+struct Typist {
+    outbox: Arc<Outbox>,
+    out: Arc<Terminal>,
+    typed: Mutex<Typed>,
 }
 
-impl Speaker for LineSpeaker<'_> {
-    fn next(&mut self, wait: Duration) -> Speech {
-        match self.inbox.recv_timeout(wait) {
-            Ok(Input::Line(line)) => {
-                self.out.input_taken(&line);
-                if line == b"end" {
-                    Speech::End
-                } else {
-                    Speech::Message(line)
-                }
-            }
-            Ok(Input::End) | Err(RecvTimeoutError::Disconnected) => {
-                self.out.input_taken(b"end");
+#[derive(Default)]
+struct Typed {
+    /// Lines not yet said, oldest first.
+    lines: VecDeque<Vec<u8>>,
+    /// True while it is this side's turn and nothing has been said.
+    my_turn: bool,
+}
+
+impl Typist {
+    /// A line typed (or the end of input, as `end`).
+    fn offer(&self, line: Vec<u8>) {
+        let mut typed = self.typed.lock();
+        typed.lines.push_back(line);
+        if typed.my_turn {
+            self.speak(&mut typed);
+        }
+    }
+
+    /// This side's turn began.
+    fn my_turn(&self) {
+        let mut typed = self.typed.lock();
+        typed.my_turn = true;
+        self.speak(&mut typed);
+    }
+
+    /// Says the oldest line waiting; one the server cannot take is reported and the next one
+    /// tried.
+    fn speak(&self, typed: &mut Typed) {
+        while let Some(line) = typed.lines.pop_front() {
+            self.out.input_taken(&line);
+            let speech = if line == b"end" {
                 Speech::End
-            }
-            Err(RecvTimeoutError::Timeout) => Speech::Pending,
+            } else {
+                Speech::Message(line)
+            };
+            let refusal = match self.outbox.say(speech) {
+                Ok(()) | Err(Unsaid::Closed | Unsaid::Failed(_) | Unsaid::NotYourTurn) => {
+                    // Said; or the chat is over (or not this side's turn, which the session
+                    // reports otherwise): either way nothing more is said now.
+                    typed.my_turn = false;
+                    return;
+                }
+                Err(Unsaid::TooLong { len, max }) => format!(
+                    "Not sent: the message is {len} bytes, over the server's limit of {max}."
+                ),
+                Err(Unsaid::Unsendable(why)) => format!("Not sent: {why}."),
+            };
+            self.out.line(&refusal);
+            self.out.prompt(PROMPT);
         }
     }
 }

@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
-use crate::session::{EchoSpeaker, Ending, Event, Speaker, Speech};
+use crate::session::{EchoResponder, Ending, Event, Outbox, Responder, Speech, Unsaid};
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::{sanitize, sanitize_into};
 use crate::wire::Dialect;
@@ -42,7 +41,8 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         config.quiet,
     ));
     let on_signal = handle.clone();
-    ctrlc::set_handler(move || on_signal.shutdown()).map_err(|e| Error::Io(io::Error::other(e)))?;
+    ctrlc::set_handler(move || on_signal.shutdown())
+        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
     console.out.line(&format!(
         "The server is waiting for clients to connect on {} ({} workers{}).",
         server.local_addr(),
@@ -58,7 +58,8 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         // This thread may stay blocked on stdin after shutdown; the process exits without it.
         std::thread::Builder::new()
             .name("console".into())
-            .spawn(move || console.read_commands(io::stdin().lock()))?;
+            .spawn(move || console.read_commands(io::stdin().lock()))
+            .map_err(Error::io("starting the console thread"))?;
     }
     server.serve(Arc::new(Arc::clone(&console)))?;
     console.out.clear_prompt();
@@ -82,15 +83,15 @@ pub struct Console {
 struct Routes {
     /// Sessions waiting for an answer, the longest-waiting first.
     waiting: VecDeque<u32>,
-    /// Each live session's label (`#N name`) and reply channel.
+    /// Each live session's label (`#N name`) and outbox.
     sessions: HashMap<u32, Route>,
 }
 
 #[derive(Debug)]
 struct Route {
     label: String,
-    /// The operator speaker's inbox, while the session has one.
-    replies: Option<Sender<Speech>>,
+    /// Where the operator's answer is said.
+    outbox: Arc<Outbox>,
 }
 
 const HELP: &str = "\
@@ -131,7 +132,7 @@ impl Console {
             trim_line_end(&mut line);
             self.out.input_taken(&line);
             self.command(&line);
-            self.refresh_prompt(&self.routes.lock());
+            self.refresh_prompt();
         }
         if !self.server.is_shutting_down() {
             self.out.line("End of input: shutting down.");
@@ -199,47 +200,56 @@ impl Console {
 
     /// Sends the operator's `text` to session `to`, or to the longest-waiting session.
     fn answer(&self, to: Option<u32>, text: Vec<u8>) {
-        let mut routes = self.routes.lock();
-        let id = match to {
-            Some(id) => id,
-            None => match routes.waiting.front() {
-                Some(&id) => id,
-                None => {
-                    drop(routes);
-                    return self
-                        .out
-                        .line("Nobody is waiting for an answer; nothing was sent.");
+        // Decided under the routes lock; said, and printed, after it.
+        let target = {
+            let mut routes = self.routes.lock();
+            let id = to.or_else(|| routes.waiting.front().copied());
+            match id.map(|id| (id, routes.sessions.get(&id))) {
+                None => Err("Nobody is waiting for an answer; nothing was sent.".to_string()),
+                Some((id, None)) => Err(format!(
+                    "Error: there is no session #{id}; nothing was sent."
+                )),
+                Some((id, Some(route))) if !routes.waiting.contains(&id) => Err(format!(
+                    "Error: it is not your turn with {}; nothing was sent.",
+                    route.label
+                )),
+                Some((id, Some(route))) => {
+                    let target = (id, route.label.clone(), Arc::clone(&route.outbox));
+                    routes.waiting.retain(|&w| w != id);
+                    Ok(target)
                 }
-            },
+            }
         };
-        let Some(route) = routes.sessions.get(&id) else {
-            drop(routes);
-            return self.out.line(&format!(
-                "Error: there is no session #{id}; nothing was sent."
-            ));
+        let (id, label, outbox) = match target {
+            Ok(target) => target,
+            Err(message) => return self.out.line(&message),
         };
-        if !routes.waiting.contains(&id) {
-            let label = route.label.clone();
-            drop(routes);
-            return self.out.line(&format!(
-                "Error: it is not your turn with {label}; nothing was sent."
-            ));
-        }
         let speech = if text == b"end" {
             Speech::End
         } else {
             Speech::Message(text)
         };
-        let delivered = route
-            .replies
-            .as_ref()
-            .is_some_and(|replies| replies.send(speech).is_ok());
-        let label = route.label.clone();
-        routes.waiting.retain(|&w| w != id);
-        drop(routes);
-        if !delivered {
-            self.report_undelivered(&label);
+        let problem = match outbox.say(speech) {
+            Ok(()) => return,
+            Err(Unsaid::TooLong { len, max }) => format!(
+                "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
+            ),
+            Err(Unsaid::Unsendable(why)) => format!("[{label}] Not sent: {why}."),
+            Err(Unsaid::NotYourTurn) => {
+                format!("Error: it is not your turn with {label}; nothing was sent.")
+            }
+            Err(Unsaid::Closed | Unsaid::Failed(_)) => {
+                return self.report_undelivered(&label);
+            }
+        };
+        // Still this session's turn: it waits first in line again.
+        if outbox.is_open() {
+            let mut routes = self.routes.lock();
+            if routes.sessions.contains_key(&id) && !routes.waiting.contains(&id) {
+                routes.waiting.push_front(id);
+            }
         }
+        self.out.line(&problem);
     }
 
     fn report_undelivered(&self, label: &str) {
@@ -287,15 +297,13 @@ impl Console {
         })
     }
 
-    fn refresh_prompt(&self, routes: &Routes) {
-        match self.prompt_text(routes) {
+    /// Shows the prompt for the session waiting longest, or none.
+    fn refresh_prompt(&self) {
+        let prompt = self.prompt_text(&self.routes.lock());
+        match prompt {
             Some(prompt) => self.out.prompt(&prompt),
             None => self.out.clear_prompt(),
         }
-    }
-
-    fn label(&self, id: u32) -> String {
-        self.with_label(id, str::to_string)
     }
 
     /// `f` of session `id`'s label (`#N name`), without copying it; `f` runs under the routes
@@ -306,80 +314,21 @@ impl Console {
             None => f(&format!("#{id}")),
         }
     }
-
-    /// The session's speaker, built when its chat starts.
-    fn operator_speaker(self: &Arc<Self>, id: u32) -> OperatorSpeaker {
-        let (replies, inbox) = crossbeam_channel::bounded(1);
-        if let Some(route) = self.routes.lock().sessions.get_mut(&id) {
-            route.replies = Some(replies);
-        }
-        OperatorSpeaker {
-            id,
-            console: Arc::clone(self),
-            inbox,
-            asked: false,
-        }
-    }
-}
-
-/// A session's speaker when the operator answers: it joins the console's queue on its turn and
-/// takes what the operator sends it.
-#[derive(Debug)]
-struct OperatorSpeaker {
-    id: u32,
-    console: Arc<Console>,
-    inbox: Receiver<Speech>,
-    asked: bool,
-}
-
-impl Speaker for OperatorSpeaker {
-    fn next(&mut self, wait: Duration) -> Speech {
-        if !self.asked {
-            self.asked = true;
-            let mut routes = self.console.routes.lock();
-            routes.waiting.push_back(self.id);
-            self.console.refresh_prompt(&routes);
-        }
-        match self.inbox.recv_timeout(wait) {
-            Ok(speech) => {
-                self.asked = false;
-                speech
-            }
-            Err(_) => Speech::Pending,
-        }
-    }
-}
-
-impl Drop for OperatorSpeaker {
-    /// Leaves the queue, and reports any answer that arrived too late to be sent.
-    fn drop(&mut self) {
-        let mut routes = self.console.routes.lock();
-        routes.waiting.retain(|&w| w != self.id);
-        if let Some(route) = routes.sessions.get_mut(&self.id) {
-            route.replies = None;
-        }
-        self.console.refresh_prompt(&routes);
-        drop(routes);
-        if let Ok(Speech::Message(_)) = self.inbox.try_recv() {
-            let label = self.console.label(self.id);
-            self.console.report_undelivered(&label);
-        }
-    }
 }
 
 impl Frontend for Arc<Console> {
-    fn speaker(&self, id: u32) -> Box<dyn Speaker + Send> {
-        if self.echo {
-            Box::new(EchoSpeaker)
-        } else {
-            Box::new(self.operator_speaker(id))
-        }
+    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+        self.echo
+            .then(|| Box::new(EchoResponder) as Box<dyn Responder + Send>)
     }
 
     fn event(&self, event: ServerEvent<'_>) {
         match event {
             ServerEvent::Waiting { id, peer, position } => self.out.line(&format!(
                 "[#{id} {peer}] Waiting in line (position {position})."
+            )),
+            ServerEvent::LeftLine { id, peer } => self.out.line(&format!(
+                "[#{id} {peer}] Left the line before a worker was free."
             )),
             ServerEvent::Refused { peer } => self
                 .out
@@ -389,69 +338,112 @@ impl Frontend for Arc<Console> {
                 peer,
                 name,
                 dialect,
-            } => {
-                let label = session_label(id, name, dialect);
-                self.routes.lock().sessions.insert(
-                    id,
-                    Route {
-                        label: label.clone(),
-                        replies: None,
-                    },
-                );
-                self.out.line(&match dialect {
-                    Dialect::Frames => format!("[{label} {peer}] Connected."),
-                    Dialect::Legacy => {
-                        format!("[{label} {peer}] Connected, speaking the original line protocol.")
-                    }
-                });
-            }
-            ServerEvent::Session { id, event } => {
-                let routine = matches!(event, Event::Received(_) | Event::Acked { .. });
-                if event == Event::MyTurn || (routine && self.quiet) {
-                    return;
-                }
-                let line = self.with_label(id, |label| match event {
-                    Event::MyTurn => String::new(),
-                    Event::Unacknowledged => format!(
-                        "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
-                    ),
-                    Event::Received(text) => {
-                        let mut line = String::with_capacity(label.len() + text.len() + 16);
-                        line.push('[');
-                        line.push_str(label);
-                        line.push_str("] Received: ");
-                        sanitize_into(&mut line, text);
-                        line
-                    }
-                    Event::Acked { rtt } => format!(
-                        "[{label}] Message Received\n[{label}] Roundtrip time: {}s",
-                        seconds(rtt)
-                    ),
-                    Event::TooLong { len, max } => format!(
-                        "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
-                    ),
-                    Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
-                });
-                self.out.line(&line);
-            }
+                outbox,
+            } => self.connected(id, peer, session_label(id, name, dialect), dialect, outbox),
+            ServerEvent::Session { id, event } => self.session_event(id, event),
             ServerEvent::Ended {
                 id,
-                peer,
-                connected,
+                connected: true,
                 ending,
-            } => {
-                if connected {
-                    let label = self.label(id);
-                    self.routes.lock().sessions.remove(&id);
-                    self.out.line(&format!("[{label}] {}", describe(ending)));
-                } else {
-                    self.out.line(&format!(
-                        "[#{id} {peer}] Not connected: {}",
-                        describe(ending)
-                    ));
-                }
-            }
+                ..
+            } => self.ended(id, ending),
+            ServerEvent::Ended {
+                id, peer, ending, ..
+            } => self.out.line(&format!(
+                "[#{id} {peer}] Not connected: {}",
+                describe(ending)
+            )),
+            ServerEvent::Failed { id, peer } => self.gone(
+                id,
+                &format!(
+                    "[#{id} {peer}] Internal error: this chat failed and its connection was closed \
+                     (details on stderr); the server goes on."
+                ),
+            ),
         }
+    }
+}
+
+impl Console {
+    fn connected(
+        &self,
+        id: u32,
+        peer: SocketAddr,
+        label: String,
+        dialect: Dialect,
+        outbox: &Arc<Outbox>,
+    ) {
+        let line = match dialect {
+            Dialect::Frames => format!("[{label} {peer}] Connected."),
+            Dialect::Legacy => {
+                format!("[{label} {peer}] Connected, speaking the original line protocol.")
+            }
+        };
+        self.routes.lock().sessions.insert(
+            id,
+            Route {
+                label,
+                outbox: Arc::clone(outbox),
+            },
+        );
+        self.out.line(&line);
+    }
+
+    fn session_event(&self, id: u32, event: Event<'_>) {
+        if event == Event::MyTurn {
+            if !self.echo {
+                let mut routes = self.routes.lock();
+                if !routes.waiting.contains(&id) {
+                    routes.waiting.push_back(id);
+                }
+                drop(routes);
+                self.refresh_prompt();
+            }
+            return;
+        }
+        if self.quiet && matches!(event, Event::Received(_) | Event::Acked { .. }) {
+            return;
+        }
+        let line = self.with_label(id, |label| match event {
+            Event::MyTurn => String::new(),
+            Event::Unacknowledged => format!(
+                "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
+            ),
+            Event::Received(text) => {
+                let mut line = String::with_capacity(label.len() + text.len() + 16);
+                line.push('[');
+                line.push_str(label);
+                line.push_str("] Received: ");
+                sanitize_into(&mut line, text);
+                line
+            }
+            Event::Acked { rtt } => format!(
+                "[{label}] Message Received\n[{label}] Roundtrip time: {}s",
+                seconds(rtt)
+            ),
+            Event::TooLong { len, max } => format!(
+                "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
+            ),
+            Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
+        });
+        self.out.line(&line);
+    }
+
+    /// A chat that was connected ended.
+    fn ended(&self, id: u32, ending: &Ending) {
+        let line = self.with_label(id, |label| format!("[{label}] {}", describe(ending)));
+        self.gone(id, &line);
+    }
+
+    /// Session `id` is over: it leaves the routes and the queue, and `line` says so.
+    fn gone(&self, id: u32, line: &str) {
+        {
+            let mut routes = self.routes.lock();
+            routes.sessions.remove(&id);
+            routes.waiting.retain(|&w| w != id);
+        }
+        self.out.line(line);
+        self.refresh_prompt();
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Error {
         /// Why it failed.
         source: io::Error,
     },
+    /// The host resolved to no address to listen on.
+    NoAddress,
     /// The server could not listen.
     Bind {
         /// The address it tried.
@@ -34,8 +36,13 @@ pub enum Error {
     },
     /// The chat ended badly (refused, protocol error, connection lost).
     Chat(Ending),
-    /// Any other I/O failure.
-    Io(io::Error),
+    /// Any other I/O failure, with what was being done.
+    Io {
+        /// What was being done, and to what (`setting up the connection to 127.0.0.1:1234`).
+        doing: String,
+        /// Why it failed.
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -67,16 +74,33 @@ impl fmt::Display for Error {
                 f,
                 "The requested server is offline/The chat has ended. ({target}: {source})"
             ),
+            Error::NoAddress => write!(
+                f,
+                "cannot listen: the host resolved to no address; give an address such as 127.0.0.1"
+            ),
             Error::Chat(ending) => write!(f, "{ending}"),
-            Error::Io(e) => write!(f, "{e}"),
+            Error::Io { doing, source } => write!(f, "{doing}: {source}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Resolve { source, .. }
+            | Error::Bind { source, .. }
+            | Error::Offline { source, .. }
+            | Error::Io { source, .. } => Some(source),
+            Error::Chat(Ending::Io(source)) => Some(source),
+            Error::Usage(_) | Error::NoAddress | Error::Chat(_) => None,
+        }
+    }
+}
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Error {
-        Error::Io(e)
+impl Error {
+    /// An I/O failure while `doing` something, for `map_err`.
+    pub fn io(doing: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let doing = doing.into();
+        move |source| Error::Io { doing, source }
     }
 }

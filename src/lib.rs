@@ -3,18 +3,21 @@
 //!
 //! The library holds everything; the binary only calls [`cli::main`]. The layers, from the wire
 //! up: [`protocol`] (frames, no I/O of its own) and [`legacy`] (the original program's lines as
-//! frames), [`session`] (one connection's turns, no
-//! printing), [`pool`] and [`server`] (many sessions on a fixed pool), and the two terminal
-//! front-ends, [`console`] for the server's operator and [`client`].
+//! frames), [`wire`] (reading either), [`session`] (one connection's turns, no printing),
+//! [`pool`] and [`server`] (many sessions on a fixed pool), and the terminal front-ends:
+//! [`console`] for the server's operator, [`client`] and [`ping`]. [`text`] (peer text made
+//! harmless) and [`ending`] (how a chat ends) are leaves that any layer may use.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use client_server_chat::server::{Server, ServerConfig, Frontend, ServerEvent};
-//! use client_server_chat::session::{EchoSpeaker, Speaker};
+//! use client_server_chat::session::{EchoResponder, Responder};
 //!
 //! struct Echo;
 //! impl Frontend for Echo {
-//!     fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> { Box::new(EchoSpeaker) }
+//!     fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+//!         Some(Box::new(EchoResponder))
+//!     }
 //!     fn event(&self, _event: ServerEvent<'_>) {}
 //! }
 //! let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], ServerConfig::default()).unwrap();

@@ -96,10 +96,13 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 pub fn run(config: &PingConfig) -> Result<(), Error> {
     let out = Terminal::stdout();
     let stream = connect(&config.host, config.port)?;
-    let stopper = Stopper::new(&stream)?;
+    let stopper = Stopper::new(&stream).map_err(Error::io(format!(
+        "setting up the connection to {}:{}",
+        config.host, config.port
+    )))?;
     let on_signal = Arc::clone(&stopper);
     ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
-        .map_err(|e| Error::Io(io::Error::other(e)))?;
+        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
     probe(stream, config, stopper, &out)
 }
 
@@ -110,7 +113,12 @@ pub fn probe(
     stopper: Arc<Stopper>,
     out: &Terminal,
 ) -> Result<(), Error> {
-    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper)?;
+    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper).map_err(
+        Error::io(format!(
+            "setting up the connection to {}:{}",
+            config.host, config.port
+        )),
+    )?;
     let welcome = match session.client_handshake(&config.name, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."

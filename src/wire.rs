@@ -101,6 +101,18 @@ impl FrameReader {
         self.dialect = dialect;
     }
 
+    /// Takes `bytes` as if they had just been read.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+    }
+
     /// The protocol being read.
     pub fn dialect(&self) -> Dialect {
         self.dialect

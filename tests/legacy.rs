@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use client_server_chat::session::{
-    Ending, Event, STRANGER_NOTICE, Session, Stopper, Timeouts, Turn,
+    Ending, Event, STRANGER_NOTICE, Session, Stopper, Timeouts, Turn, Unsaid,
 };
 
 use common::{
@@ -174,13 +174,6 @@ fn original_server(
 
 #[test]
 fn a_stranger_gets_one_line_saying_what_the_server_speaks_and_others_chat_on() {
-    let notice = STRANGER_NOTICE.as_bytes();
-    assert!(
-        STRANGER_NOTICE.contains("client_server_chat")
-            && notice.ends_with(b"\n")
-            && notice.iter().filter(|&&b| b == b'\n').count() == 1,
-        "the notice should be one human-readable line: {STRANGER_NOTICE:?}"
-    );
     let (mut server, port, mut good) = echo_server_with_a_good_client(&[]);
 
     let strangers: [(&[u8], &str); 2] = [
@@ -193,10 +186,19 @@ fn a_stranger_gets_one_line_saying_what_the_server_speaks_and_others_chat_on() {
         let addr = stranger.local_addr();
         stranger.send(bytes);
         let answer = stranger.rest();
+        // What the stranger's user reads: one line of text that names the program, and nothing
+        // else (no binary frame, no control character).
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("client_server_chat")
+                && text.ends_with('\n')
+                && text.matches('\n').count() == 1
+                && !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}: the answer should be one human-readable line, got {text:?}"
+        );
         assert_eq!(
-            String::from_utf8_lossy(&answer),
-            STRANGER_NOTICE,
-            "{shown:?}: the answer should be the notice alone (no binary frame)"
+            text, STRANGER_NOTICE,
+            "{shown:?}: the answer should be the notice alone"
         );
         assert_eq!(
             server.expect_line("Not connected:"),
@@ -404,7 +406,9 @@ fn a_legacy_client_that_waits_in_line_gets_no_binary_notices() {
     let mut holder = start_client("holder", port);
     holder.expect_line("Connected!");
     let mut normal = start_client("normal", port);
-    normal.expect_line("All workers are busy: you are waiting in line (position 1).");
+    // The server's line shows it is first in line, whenever its WAITING notice goes out.
+    let first = server.expect_line("] Waiting in line (position 1).");
+    assert!(first.starts_with("[#2 127.0.0.1:"), "{first:?}");
 
     // Second in line, so that its place changes (2, then 1) before it is served: each change
     // is a moment a WAITING notice could wrongly go out to it.
@@ -664,21 +668,22 @@ fn a_legacy_session_refuses_a_message_with_an_empty_line_and_sends_nothing_for_i
     };
     let mut session = Session::new(stream, 1024, timeouts, stopper).expect("session");
     session.speak_legacy();
-    let mut refusals = Vec::new();
+    let mut script = Script::new(session.outbox(), vec![b"a\n\nb".to_vec()]);
     let mut others = Vec::new();
-    let ending = session.run(
-        Turn::Mine,
-        &mut Script(vec![b"a\n\nb".to_vec()]),
-        &mut |event| match event {
-            Event::MyTurn => {}
-            Event::Unsendable(why) => refusals.push(why),
-            other => others.push(format!("{other:?}")),
-        },
-    );
+    let ending = session.run(Turn::Mine, None, &mut |event| match event {
+        Event::MyTurn => script.my_turn(),
+        other => others.push(format!("{other:?}")),
+    });
     assert!(matches!(ending, Ending::EndedByMe), "{ending}");
-    assert_eq!(
-        refusals,
-        ["the original line protocol cannot carry a message with an empty line"]
+    assert!(
+        matches!(
+            script.refused[..],
+            [Unsaid::Unsendable(
+                "the original line protocol cannot carry a message with an empty line"
+            )]
+        ),
+        "{:?}",
+        script.refused
     );
     assert!(others.is_empty(), "unexpected events: {others:?}");
     assert_eq!(

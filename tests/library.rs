@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use client_server_chat::session::{
-    EchoSpeaker, Ending, Event, Session, Speaker, Stopper, Timeouts, Turn,
+    EchoResponder, Ending, Event, Responder, Session, Stopper, Timeouts, Turn, Unsaid,
 };
 use crossbeam_channel::{Receiver, Sender};
 
@@ -19,8 +19,8 @@ use crossbeam_channel::{Receiver, Sender};
 struct Recorder(Sender<Vec<u8>>);
 
 impl Frontend for Recorder {
-    fn speaker(&self, _id: u32) -> Box<dyn Speaker + Send> {
-        Box::new(EchoSpeaker)
+    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+        Some(Box::new(EchoResponder))
     }
 
     fn event(&self, event: ServerEvent<'_>) {
@@ -56,18 +56,17 @@ fn any_bytes_survive_a_round_trip_and_every_message_is_acked() {
     let welcome = session.client_handshake("tester", &mut |_| {}).unwrap();
     assert_eq!(welcome.session_id, 1);
     let message = b"nul\0 invalid\xff\xfe newline\n end".to_vec();
-    let mut speaker = Script(vec![message.clone(), Vec::new()]);
+    let mut script = Script::new(session.outbox(), vec![message.clone(), Vec::new()]);
     let (mut acks, mut echoes) = (0, Vec::new());
-    let ending = session.run(Turn::Mine, &mut speaker, &mut |event| match event {
-        Event::Acked { rtt } => {
-            assert!(rtt > Duration::ZERO);
-            acks += 1;
-        }
+    let ending = session.run(Turn::Mine, None, &mut |event| match event {
+        Event::MyTurn => script.my_turn(),
+        Event::Acked { .. } => acks += 1,
         Event::Received(bytes) => echoes.push(bytes.to_vec()),
         _ => {}
     });
     assert!(matches!(ending, Ending::EndedByMe), "{ending}");
     assert_eq!(acks, 2);
+    assert!(script.refused.is_empty());
     assert_eq!(echoes, vec![message.clone(), Vec::new()]);
     assert_eq!(
         server_saw.recv_timeout(Duration::from_secs(5)).unwrap(),
@@ -87,15 +86,18 @@ fn a_message_over_the_servers_limit_is_refused_before_sending() {
     let mut session = client(&addr, 1024);
     let welcome = session.client_handshake("", &mut |_| {}).unwrap();
     assert_eq!(welcome.max_message, 8);
-    let mut speaker = Script(vec![vec![b'x'; 9], b"fits".to_vec()]);
-    let mut refused = Vec::new();
-    let ending = session.run(Turn::Mine, &mut speaker, &mut |event| {
-        if let Event::TooLong { len, max } = event {
-            refused.push((len, max));
+    let mut script = Script::new(session.outbox(), vec![vec![b'x'; 9], b"fits".to_vec()]);
+    let ending = session.run(Turn::Mine, None, &mut |event| {
+        if event == Event::MyTurn {
+            script.my_turn();
         }
     });
     assert!(matches!(ending, Ending::EndedByMe), "{ending}");
-    assert_eq!(refused, vec![(9, 8)]);
+    assert!(
+        matches!(script.refused[..], [Unsaid::TooLong { len: 9, max: 8 }]),
+        "{:?}",
+        script.refused
+    );
     // The chat went on: the next message arrived, the refused one never did.
     assert_eq!(
         server_saw.recv_timeout(Duration::from_secs(5)).unwrap(),
@@ -117,7 +119,7 @@ fn shutdown_wakes_a_session_blocked_on_the_peer_and_tells_the_client() {
         std::thread::sleep(Duration::from_millis(100));
         stopper.shutdown();
     });
-    let ending = session.run(Turn::Peer, &mut Script(Vec::new()), &mut |_| {});
+    let ending = session.run(Turn::Peer, None, &mut |_| {});
     assert!(matches!(ending, Ending::ServerShutdown), "{ending}");
     trigger.join().unwrap();
     thread.join().unwrap();

@@ -420,16 +420,40 @@ pub fn accept_one(listener: &std::net::TcpListener, who: &str) -> std::net::TcpS
     }
 }
 
-/// A speaker for library tests: says each message in turn, then ends the chat.
-pub struct Script(pub Vec<Vec<u8>>);
+/// A front-end for library tests: on each of its turns it says the next message through the
+/// session's outbox, skipping (and keeping) the ones the outbox refuses, then ends the chat.
+pub struct Script {
+    lines: std::collections::VecDeque<Vec<u8>>,
+    outbox: std::sync::Arc<client_server_chat::session::Outbox>,
+    /// What the outbox refused, in order.
+    pub refused: Vec<client_server_chat::session::Unsaid>,
+}
 
-impl client_server_chat::session::Speaker for Script {
-    fn next(&mut self, _wait: Duration) -> client_server_chat::session::Speech {
+impl Script {
+    /// Says `lines` through `outbox`, one a turn.
+    pub fn new(
+        outbox: std::sync::Arc<client_server_chat::session::Outbox>,
+        lines: Vec<Vec<u8>>,
+    ) -> Script {
+        Script {
+            lines: lines.into(),
+            outbox,
+            refused: Vec::new(),
+        }
+    }
+
+    /// Call on `Event::MyTurn`.
+    pub fn my_turn(&mut self) {
         use client_server_chat::session::Speech;
-        if self.0.is_empty() {
-            Speech::End
-        } else {
-            Speech::Message(self.0.remove(0))
+        loop {
+            let speech = match self.lines.pop_front() {
+                Some(line) => Speech::Message(line),
+                None => Speech::End,
+            };
+            match self.outbox.say(speech) {
+                Ok(()) => return,
+                Err(unsaid) => self.refused.push(unsaid),
+            }
         }
     }
 }

@@ -1,27 +1,30 @@
 //! One chat connection's state machine: handshake, alternating turns, immediate acks, the end.
 //!
-//! A [`Session`] drives a `TcpStream` with blocking I/O. Outgoing messages come from a
-//! [`Speaker`] (the terminal, the operator console, the echo responder); everything that happens
-//! is reported as an [`Event`] to the caller, and the way the chat ended is returned as an
-//! [`Ending`]. Nothing here prints. Other threads end a session through its [`Stopper`].
+//! A [`Session`] drives a `TcpStream` with blocking I/O on the thread that runs it, which reads.
+//! This side's messages come from a [`Responder`] that answers at once (the echo), or from a
+//! front-end (the terminal, the operator console) that says them through the session's
+//! [`Outbox`] when it is this side's turn, from any thread: the session's thread meanwhile waits
+//! in `read`, woken by what the peer sends. Everything that happens is reported as an [`Event`]
+//! to the caller, and the way the chat ended is returned as an [`Ending`]. Nothing here prints.
+//! Other threads end a session through its [`Stopper`].
 
 use std::borrow::Cow;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+mod outbox;
+
 pub use crate::ending::{Ending, StopReason};
-use crate::legacy;
-use crate::protocol::{self, Frame, ProtocolError, VERSION};
+use crate::protocol::{Frame, ProtocolError, VERSION};
 use crate::wire::{Dialect, FrameReader, Opening};
+use outbox::Floor;
+pub use outbox::{Outbox, Speech, Unsaid};
 // Reasons come from the peer and end up on a terminal: they are shown defused.
 use crate::text::sanitize;
-
-/// How often a side that waits for its [`Speaker`] checks whether the peer left or a stop came.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long a closing side keeps reading after its last frame, so the peer's last bytes do not
 /// turn the close into a reset that could destroy that frame before the peer reads it.
@@ -36,52 +39,29 @@ pub enum Turn {
     Peer,
 }
 
-/// What a [`Speaker`] has to say when asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Speech {
-    /// Send these bytes as a message.
-    Message(Vec<u8>),
-    /// End the chat.
-    End,
-    /// Nothing yet; ask again.
-    Pending,
-}
-
-/// The source of this side's messages.
-pub trait Speaker {
-    /// Waits at most `wait` for the next thing to say on this side's turn.
-    fn next(&mut self, wait: Duration) -> Speech;
-
-    /// For a speaker that answers without thinking: the answer to `message`, known the moment it
-    /// arrives. It goes out in the same write as the message's ACK, so the peer is woken once
-    /// for both; with two writes, the second lands inside the peer's measured round trip.
-    /// `None` (the default) leaves the answer to [`Speaker::next`] on this side's turn.
-    fn answer_at_once<'m>(&mut self, _message: &'m [u8]) -> Option<Cow<'m, [u8]>> {
-        None
-    }
+/// Answers the peer's messages without a person: the answer to each goes out in the same write
+/// as its ACK, so the peer is woken once for both (with two writes, the second would land inside
+/// the peer's measured round trip).
+pub trait Responder {
+    /// The answer to `message`, known the moment it arrives. An answer that cannot be sent (too
+    /// long for the peer) ends the chat: a responder has nothing else to say.
+    fn answer<'m>(&mut self, message: &'m [u8]) -> Cow<'m, [u8]>;
 }
 
 /// Answers every message with the same bytes, as `server --echo` does.
 #[derive(Debug, Default)]
-pub struct EchoSpeaker;
+pub struct EchoResponder;
 
-impl Speaker for EchoSpeaker {
-    fn next(&mut self, _wait: Duration) -> Speech {
-        // Echo only answers, at once. Asked to speak on its own turn, it could not answer (the
-        // answer was too long for the peer): it has nothing else to say, and waiting would hold
-        // a worker for as long as the peer cares to answer PINGs.
-        Speech::End
-    }
-
-    fn answer_at_once<'m>(&mut self, message: &'m [u8]) -> Option<Cow<'m, [u8]>> {
-        Some(Cow::Borrowed(message))
+impl Responder for EchoResponder {
+    fn answer<'m>(&mut self, message: &'m [u8]) -> Cow<'m, [u8]> {
+        Cow::Borrowed(message)
     }
 }
 
 /// Something that happened in a session, for the front-end to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// This side's turn began: the speaker is about to be asked.
+    /// This side's turn began: its front-end may say something through the [`Outbox`].
     MyTurn,
     /// The peer acknowledged the last message; `rtt` runs from its write to the ACK's arrival.
     Acked {
@@ -93,14 +73,16 @@ pub enum Event<'a> {
     Unacknowledged,
     /// A message arrived (its ACK has already been sent).
     Received(&'a [u8]),
-    /// The speaker's message is longer than the peer accepts; it was not sent.
+    /// The responder's answer is longer than the peer accepts; it was not sent, and the chat
+    /// ends.
     TooLong {
         /// Its length in bytes.
         len: usize,
         /// The peer's limit.
         max: usize,
     },
-    /// The speaker's message cannot travel in the peer's protocol (why); it was not sent.
+    /// The responder's answer cannot travel in the peer's protocol (why); it was not sent, and
+    /// the chat ends.
     Unsendable(&'static str),
 }
 
@@ -203,16 +185,16 @@ pub struct Welcome {
 /// One chat connection, from handshake to end.
 #[derive(Debug)]
 pub struct Session {
+    /// The socket, read by this session's thread only; every write goes through `outbox`.
     stream: TcpStream,
     reader: FrameReader,
-    out: Vec<u8>,
+    outbox: Arc<Outbox>,
     timeouts: Timeouts,
     /// The read timeout the socket has now, so it is only changed when it must be.
     read_timeout: Option<Option<Duration>>,
     /// When the first byte of a frame not yet complete arrived.
     frame_started: Option<Instant>,
     max_message: usize,
-    peer_max: usize,
     /// True once this is known to be the server's end, which may not receive server notices.
     is_server: bool,
     /// True once [`Session::run`] started: PING and PONG are only part of a running chat.
@@ -240,15 +222,15 @@ impl Session {
     ) -> io::Result<Session> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(timeouts.handshake))?;
+        let outbox = Arc::new(Outbox::new(stream.try_clone()?, max_message));
         Ok(Session {
             stream,
             reader: FrameReader::new(max_message),
-            out: Vec::with_capacity(4096),
+            outbox,
             timeouts,
             read_timeout: None,
             frame_started: None,
             max_message,
-            peer_max: max_message,
             is_server: false,
             chatting: false,
             last_heard: Instant::now(),
@@ -256,6 +238,23 @@ impl Session {
             held_ack: None,
             stopper,
         })
+    }
+
+    /// Takes `bytes` the peer sent before the session began (read while it waited in line) as
+    /// the first bytes read.
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.reader.push(bytes);
+    }
+
+    /// The outbox through which a front-end speaks for this side (see [`Event::MyTurn`]).
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Arc::clone(&self.outbox)
+    }
+
+    /// Reads and writes `dialect` from now on.
+    fn set_dialect(&mut self, dialect: Dialect) {
+        self.reader.set_dialect(dialect);
+        self.outbox.lock().dialect = dialect;
     }
 
     /// Client side: says HELLO, then waits (reporting each place in line to `on_wait`) until the
@@ -283,7 +282,7 @@ impl Session {
                     max_message,
                     name,
                 } => {
-                    self.peer_max = max_message as usize;
+                    self.outbox.lock().peer_max = max_message as usize;
                     return Ok(Welcome {
                         session_id,
                         server_name: name,
@@ -301,7 +300,7 @@ impl Session {
     /// Client side, instead of the handshake: speaks the original line protocol from now on, to
     /// an original server (which has no handshake; the client's first message opens the chat).
     pub fn speak_legacy(&mut self) {
-        self.reader.set_dialect(Dialect::Legacy);
+        self.set_dialect(Dialect::Legacy);
     }
 
     /// Server side: tells from the first bytes which protocol the client speaks, all within the
@@ -317,7 +316,7 @@ impl Session {
         match self.identify().map_err(|e| self.fail(e))? {
             Dialect::Frames => {}
             Dialect::Legacy => {
-                self.reader.set_dialect(Dialect::Legacy);
+                self.set_dialect(Dialect::Legacy);
                 return Ok(Hello {
                     name: String::new(),
                     max_message: self.max_message,
@@ -350,7 +349,7 @@ impl Session {
                 ))));
             }
         };
-        self.peer_max = hello.max_message;
+        self.outbox.lock().peer_max = hello.max_message;
         let welcome = Frame::Welcome {
             session_id,
             max_message: self.wire_limit(),
@@ -364,23 +363,30 @@ impl Session {
     ///
     /// The peer's messages are acknowledged before `events` hears of them, so the time a
     /// front-end takes to print never counts in the peer's round trip.
+    ///
+    /// With a `responder`, this side answers each message at once and never waits for a
+    /// front-end; without one, [`Event::MyTurn`] tells the front-end to speak through the
+    /// [`Outbox`].
     pub fn run(
         &mut self,
         first: Turn,
-        speaker: &mut dyn Speaker,
+        mut responder: Option<&mut dyn Responder>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Ending {
         self.chatting = true;
         let mut turn = first;
         loop {
             let next = match turn {
-                Turn::Mine => self.my_turn(speaker, events),
-                Turn::Peer => self.peer_turn(speaker, events),
+                Turn::Mine => self.my_turn(events),
+                Turn::Peer => self.peer_turn(responder.as_mut().map(|r| &mut **r as _), events),
             };
             match next {
                 Ok(t) => turn = t,
                 Err(fault) => {
                     self.report_held_ack(events);
+                    if matches!(self.outbox.lock().floor, Floor::Sent(_)) {
+                        events(Event::Unacknowledged);
+                    }
                     return self.fail(fault);
                 }
             }
@@ -404,7 +410,8 @@ impl Session {
     /// (`server --echo`): sends `message`, waits at most `limit` for its ACK and then for the
     /// echo, which it acknowledges. Returns the message's round trip, as [`Event::Acked`] has it.
     pub fn echo_probe(&mut self, message: Vec<u8>, limit: Duration) -> Result<Duration, Ending> {
-        if let Some(Event::TooLong { len, max }) = self.refusal(&message) {
+        let refusal = self.outbox.lock().refusal(&message);
+        if let Err(Unsaid::TooLong { len, max }) = refusal {
             let reason = format!("a probe of {len} bytes is over the server's limit of {max}");
             return Err(self.fail(Fault::Done(Ending::Violation(reason))));
         }
@@ -487,7 +494,7 @@ impl Session {
                 Opening::Stranger => {
                     let first =
                         sanitize(&self.reader.buffered()[..8.min(self.reader.buffered().len())]);
-                    let _ = self.stream.write_all(STRANGER_NOTICE.as_bytes());
+                    let _ = self.outbox.lock().write_raw(STRANGER_NOTICE.as_bytes());
                     return Err(Fault::Done(Ending::Violation(format!(
                         "speaks neither protocol (it began with \"{first}\"); it was told what this server speaks"
                     ))));
@@ -512,38 +519,31 @@ impl Session {
         u32::try_from(self.max_message).unwrap_or(u32::MAX)
     }
 
-    fn my_turn(
-        &mut self,
-        speaker: &mut dyn Speaker,
-        events: &mut dyn FnMut(Event<'_>),
-    ) -> Result<Turn, Fault> {
+    /// This side's turn: the front-end says something through the outbox, from this thread (in
+    /// the event) or another, while this thread waits for what the peer sends. The ACK of the
+    /// message ends the turn; a goodbye, a PING, the front-end's END or a stop wake the wait too.
+    /// There is no limit on this side's own turn (the heartbeat keeps the peer known alive).
+    fn my_turn(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
+        self.outbox.lock().floor = Floor::Open;
         events(Event::MyTurn);
-        loop {
-            if let Some(reason) = self.stopper.reason() {
-                return Err(Fault::Stop(reason));
+        match self.recv(None, Awaited::Ack)? {
+            Frame::Ack => {
+                let floor = self.outbox.lock().floor;
+                match floor {
+                    Floor::Sent(sent_at) => self.acked(sent_at, events),
+                    _ => Err(self.terminal_or_unexpected(Frame::Ack)),
+                }
             }
-            match speaker.next(POLL_INTERVAL) {
-                Speech::Message(message) if let Some(refusal) = self.refusal(&message) => {
-                    events(refusal);
-                }
-                Speech::Message(message) => {
-                    let sent = self.send(&Frame::Message(message));
-                    return self.acknowledged(sent, events);
-                }
-                Speech::End => {
-                    self.send(&Frame::End)?;
-                    return Err(Fault::Done(Ending::EndedByMe));
-                }
-                Speech::Pending => self.check_peer()?,
-            }
+            other => Err(self.terminal_or_unexpected(other)),
         }
     }
 
     fn peer_turn(
         &mut self,
-        speaker: &mut dyn Speaker,
+        responder: Option<&mut dyn Responder>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
+        self.outbox.lock().floor = Floor::Peer;
         // A message that came with the last ACK is answered before that ACK is reported; with
         // nothing here yet, the report goes out before the wait.
         let frame = match self.ready_frame()? {
@@ -553,38 +553,46 @@ impl Session {
                 self.recv(self.timeouts.idle, Awaited::Message)?
             }
         };
-        match frame {
-            Frame::Message(message) => {
-                let answer = speaker.answer_at_once(&message);
-                let refusal = answer.as_deref().and_then(|a| self.refusal(a));
-                self.out.clear();
-                self.encode(&Frame::Ack);
-                let answered = match &answer {
-                    Some(answer) if refusal.is_none() => {
-                        match self.reader.dialect() {
-                            Dialect::Frames => protocol::encode_message_into(answer, &mut self.out),
-                            Dialect::Legacy => legacy::encode_message_into(answer, &mut self.out),
-                        }
-                        true
-                    }
-                    _ => false,
-                };
-                let sent_at = self.flush();
-                // These reports run while the answer's ACK is on its way: a slow front-end can
-                // lengthen this side's measured round trip, never the peer's.
-                self.report_held_ack(events);
-                let sent_at = sent_at?;
-                events(Event::Received(&message));
-                if let Some(refusal) = refusal {
-                    events(refusal);
-                }
-                if !answered {
-                    return Ok(Turn::Mine);
-                }
-                events(Event::MyTurn);
-                self.acknowledged(Ok(sent_at), events)
+        let Frame::Message(message) = frame else {
+            return Err(self.terminal_or_unexpected(frame));
+        };
+        let mut writer = self.outbox.lock();
+        writer.clear();
+        writer.encode(&Frame::Ack);
+        let answer = responder.map(|responder| responder.answer(&message));
+        let refusal = match answer.as_deref().map(|answer| writer.refusal(answer)) {
+            Some(Ok(())) => {
+                writer.encode_message(answer.as_deref().unwrap_or_default());
+                None
             }
-            other => Err(self.terminal_or_unexpected(other)),
+            Some(Err(unsaid)) => Some(unsaid),
+            None => None,
+        };
+        let sent_at = writer.write_buf();
+        if answer.is_some() && refusal.is_none() {
+            writer.floor = sent_at.as_ref().map_or(Floor::Peer, |&at| Floor::Sent(at));
+        }
+        drop(writer);
+        // These reports run while the answer's ACK is on its way: a slow front-end can
+        // lengthen this side's measured round trip, never the peer's.
+        self.report_held_ack(events);
+        sent_at.map_err(|e| self.io_fault(e))?;
+        events(Event::Received(&message));
+        match (answer, refusal) {
+            (None, _) => Ok(Turn::Mine),
+            (Some(_), None) => {
+                events(Event::MyTurn);
+                self.acknowledged(events)
+            }
+            (Some(_), Some(unsaid)) => {
+                match unsaid {
+                    Unsaid::TooLong { len, max } => events(Event::TooLong { len, max }),
+                    Unsaid::Unsendable(why) => events(Event::Unsendable(why)),
+                    _ => {}
+                }
+                self.send(&Frame::End)?;
+                Err(Fault::Done(Ending::EndedByMe))
+            }
         }
     }
 
@@ -595,85 +603,38 @@ impl Session {
         }
     }
 
-    /// Waits for the ACK of the message sent at `sent` (or reports that it could not be sent).
-    fn acknowledged(
+    /// Waits for the ACK of the answer that went out with the last ACK.
+    fn acknowledged(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
+        match self.recv(self.timeouts.idle, Awaited::Ack)? {
+            Frame::Ack => {
+                let floor = self.outbox.lock().floor;
+                match floor {
+                    Floor::Sent(sent_at) => self.acked(sent_at, events),
+                    _ => Err(self.terminal_or_unexpected(Frame::Ack)),
+                }
+            }
+            other => Err(self.terminal_or_unexpected(other)),
+        }
+    }
+
+    /// The ACK of the message sent at `sent_at` has come: reports its round trip (or holds the
+    /// report, see below) and passes the turn.
+    fn acked(
         &mut self,
-        sent: Result<Instant, Fault>,
+        sent_at: Instant,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        let acked =
-            sent.and_then(|sent_at| Ok((self.recv(self.timeouts.idle, Awaited::Ack)?, sent_at)));
-        let fault = match acked {
-            Ok((Frame::Ack, sent_at)) => {
-                // The ACK's bytes were timed as they arrived ([`Session::heard`]).
-                let rtt = self.last_heard.saturating_duration_since(sent_at);
-                if self.reader.has_buffered() {
-                    // The peer's next message came with the ACK (an echo, a quick answer): it
-                    // is acknowledged first, so that printing this report never delays it.
-                    self.held_ack = Some(rtt);
-                } else {
-                    events(Event::Acked { rtt });
-                }
-                return Ok(Turn::Peer);
-            }
-            Ok((other, _)) => self.terminal_or_unexpected(other),
-            Err(fault) => fault,
-        };
-        events(Event::Unacknowledged);
-        Err(fault)
-    }
-
-    /// Why `message` cannot be sent to this peer, as the event that tells the speaker.
-    fn refusal(&self, message: &[u8]) -> Option<Event<'static>> {
-        if message.len() > self.peer_max {
-            return Some(Event::TooLong {
-                len: message.len(),
-                max: self.peer_max,
-            });
+        self.outbox.lock().floor = Floor::Peer;
+        // The ACK's bytes were timed as they arrived ([`Session::heard`]).
+        let rtt = self.last_heard.saturating_duration_since(sent_at);
+        if self.reader.has_buffered() {
+            // The peer's next message came with the ACK (an echo, a quick answer): it is
+            // acknowledged first, so that printing this report never delays it.
+            self.held_ack = Some(rtt);
+        } else {
+            events(Event::Acked { rtt });
         }
-        match self.reader.dialect() {
-            Dialect::Frames => None,
-            Dialect::Legacy => legacy::cannot_carry(message).map(Event::Unsendable),
-        }
-    }
-
-    /// On this side's turn, sees without blocking whether the peer has closed or sent something
-    /// (which can only be a goodbye, a protocol error or a PING), so a departure is noticed at
-    /// once; and keeps the heartbeat going while the speaker thinks.
-    fn check_peer(&mut self) -> Result<(), Fault> {
-        self.stream.set_nonblocking(true).map_err(Fault::Io)?;
-        let result = self.reader.fill(&mut self.stream);
-        self.stream.set_nonblocking(false).map_err(Fault::Io)?;
-        let closed = match result {
-            Ok(0) => true,
-            Ok(_) => {
-                self.heard();
-                false
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                false
-            }
-            Err(e) => return Err(self.io_fault(e)),
-        };
-        // Frames read before the close (a goodbye sent with its FIN) say how the chat ended.
-        if let Some(frame) = self.ready_frame()? {
-            return Err(self.terminal_or_unexpected(frame));
-        }
-        if closed {
-            return Err(self.closed(self.reader.has_buffered()));
-        }
-        if self.reader.has_buffered() && self.frame_overdue() {
-            return Err(self.stalled());
-        }
-        match self.heartbeat_due() {
-            Some(due) if due <= Instant::now() => self.beat(),
-            _ => Ok(()),
-        }
+        Ok(Turn::Peer)
     }
 
     /// Reads the next frame of the chat. `idle` bounds the wait for it (PINGs do not count);
@@ -850,6 +811,8 @@ impl Session {
     fn closed(&self, mid_frame: bool) -> Fault {
         match self.stopper.reason() {
             Some(reason) => Fault::Stop(reason),
+            // The front-end said END, which woke this read.
+            None if self.outbox.lock().floor == Floor::Closed => Fault::Done(Ending::EndedByMe),
             None if mid_frame => Fault::Violation(ProtocolError::Truncated.to_string()),
             // The original program ends a chat by closing the connection.
             None if self.reader.dialect() == Dialect::Legacy => Fault::Done(Ending::PeerEnded),
@@ -888,38 +851,15 @@ impl Session {
     /// Writes one frame with a single write; returns the instant taken just before the write,
     /// where a round trip starts.
     fn send(&mut self, frame: &Frame) -> Result<Instant, Fault> {
-        self.out.clear();
-        self.encode(frame);
-        self.flush()
-    }
-
-    /// Adds `frame` to the next write, in the peer's protocol; a frame that protocol has no
-    /// form for is left out.
-    fn encode(&mut self, frame: &Frame) {
-        match self.reader.dialect() {
-            Dialect::Frames => frame.encode_into(&mut self.out),
-            Dialect::Legacy => {
-                legacy::encode_into(frame, &mut self.out);
-            }
-        }
-    }
-
-    /// Writes what [`Session::encode`] gathered, in one write; returns the instant taken just
-    /// before it. Everything that formats or prints happens before this call or after it, so a
-    /// round trip timed from that instant holds only the bytes' journey and the peer's answer.
-    fn flush(&mut self) -> Result<Instant, Fault> {
-        let start = Instant::now();
-        if !self.out.is_empty() {
-            self.stream
-                .write_all(&self.out)
-                .map_err(|e| self.io_fault(e))?;
-        }
-        Ok(start)
+        let sent = self.outbox.lock().send(frame);
+        sent.map_err(|e| self.io_fault(e))
     }
 
     /// Ends the session: tells the peer why where there is something to tell, closes the
     /// connection, and turns the fault into the [`Ending`] the caller sees.
     fn fail(&mut self, fault: Fault) -> Ending {
+        // Nothing a front-end says from now on is sent.
+        self.outbox.lock().floor = Floor::Closed;
         let (goodbye, ending) = match fault {
             Fault::Done(ending) => (None, ending),
             Fault::Stop(reason) => {

@@ -1,0 +1,209 @@
+//! The writing half of a session: every frame this side sends goes through it, from the thread
+//! that runs the session or from a front-end that speaks on this side's turn.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Instant;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::legacy;
+use crate::protocol::{self, Frame};
+use crate::wire::Dialect;
+
+/// What this side may say now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Floor {
+    /// Not this side's turn (the handshake, the peer's turn, or no front-end speaks here).
+    Peer,
+    /// This side's turn: one message, or END, may be said.
+    Open,
+    /// This side's message went out at this instant; its ACK is awaited.
+    Sent(Instant),
+    /// This side said END, or the chat is over.
+    Closed,
+}
+
+/// Why [`Outbox::say`] sent nothing.
+#[derive(Debug)]
+pub enum Unsaid {
+    /// It is not this side's turn (or its message is already out).
+    NotYourTurn,
+    /// The message is longer than the peer accepts.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The peer's limit.
+        max: usize,
+    },
+    /// The message cannot travel in the peer's protocol, for this reason.
+    Unsendable(&'static str),
+    /// The chat is over.
+    Closed,
+    /// Writing failed; the connection was closed, and the session reports how it ended.
+    Failed(io::Error),
+}
+
+/// What a front-end says on its turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Speech {
+    /// Send these bytes as a message.
+    Message(Vec<u8>),
+    /// End the chat.
+    End,
+}
+
+/// The session's writing half, shared with the front-end that speaks for this side.
+///
+/// A front-end calls [`Outbox::say`] when the session reports [`super::Event::MyTurn`], from any
+/// thread, while the session's own thread waits in `read` for what the peer sends: the ACK of
+/// that message, a goodbye or a PING all wake it, so nobody polls. One lock orders every write,
+/// and is held only while the frame is written to this session's socket.
+#[derive(Debug)]
+pub struct Outbox {
+    writer: Mutex<Writer>,
+}
+
+#[derive(Debug)]
+pub(super) struct Writer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pub(super) dialect: Dialect,
+    /// The largest message the peer accepts.
+    pub(super) peer_max: usize,
+    pub(super) floor: Floor,
+}
+
+impl Outbox {
+    /// An outbox writing to `stream` (a clone of the session's socket).
+    pub(super) fn new(stream: TcpStream, peer_max: usize) -> Outbox {
+        Outbox {
+            writer: Mutex::new(Writer {
+                stream,
+                buf: Vec::with_capacity(4096),
+                dialect: Dialect::Frames,
+                peer_max,
+                floor: Floor::Peer,
+            }),
+        }
+    }
+
+    /// Sends this side's message, or END, on this side's turn.
+    ///
+    /// The round-trip clock of a message starts just before its bytes are written. END also
+    /// wakes the session, which then ends without waiting for the peer to close.
+    pub fn say(&self, speech: Speech) -> Result<(), Unsaid> {
+        let mut writer = self.writer.lock();
+        match writer.floor {
+            Floor::Open => {}
+            Floor::Closed => return Err(Unsaid::Closed),
+            Floor::Peer | Floor::Sent(_) => return Err(Unsaid::NotYourTurn),
+        }
+        let result = match &speech {
+            Speech::Message(message) => {
+                writer.refusal(message)?;
+                writer.buf.clear();
+                writer.encode_message(message);
+                // Set before the write: the ACK may be read on the session's thread before the
+                // write returns here, and it must find the message out.
+                let writer = &mut *writer;
+                writer.floor = Floor::Sent(Instant::now());
+                writer.stream.write_all(&writer.buf)
+            }
+            Speech::End => {
+                writer.floor = Floor::Closed;
+                writer.send(&Frame::End).map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {
+                if speech == Speech::End {
+                    let _ = writer.stream.shutdown(Shutdown::Read);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A frame cut short leaves the stream unusable: close it, which wakes the
+                // session to report how the chat ended.
+                let _ = writer.stream.shutdown(Shutdown::Both);
+                Err(Unsaid::Failed(e))
+            }
+        }
+    }
+
+    /// True while this side may say something.
+    pub fn is_open(&self) -> bool {
+        self.writer.lock().floor == Floor::Open
+    }
+
+    /// The writer, for the session's own frames.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock()
+    }
+}
+
+impl Writer {
+    /// Why `message` cannot be sent to this peer.
+    pub(super) fn refusal(&self, message: &[u8]) -> Result<(), Unsaid> {
+        if message.len() > self.peer_max {
+            return Err(Unsaid::TooLong {
+                len: message.len(),
+                max: self.peer_max,
+            });
+        }
+        match self.dialect {
+            Dialect::Frames => Ok(()),
+            Dialect::Legacy => {
+                legacy::cannot_carry(message).map_or(Ok(()), |why| Err(Unsaid::Unsendable(why)))
+            }
+        }
+    }
+
+    /// Writes one frame with a single write; returns the instant taken just before the write,
+    /// where a round trip starts.
+    pub(super) fn send(&mut self, frame: &Frame) -> io::Result<Instant> {
+        self.buf.clear();
+        self.encode(frame);
+        self.write_buf()
+    }
+
+    /// Adds `frame` to the next write, in the peer's protocol; a frame that protocol has no
+    /// form for is left out.
+    pub(super) fn encode(&mut self, frame: &Frame) {
+        match self.dialect {
+            Dialect::Frames => frame.encode_into(&mut self.buf),
+            Dialect::Legacy => {
+                legacy::encode_into(frame, &mut self.buf);
+            }
+        }
+    }
+
+    /// Adds a message carrying `payload` to the next write, without copying it into a frame.
+    pub(super) fn encode_message(&mut self, payload: &[u8]) {
+        match self.dialect {
+            Dialect::Frames => protocol::encode_message_into(payload, &mut self.buf),
+            Dialect::Legacy => legacy::encode_message_into(payload, &mut self.buf),
+        }
+    }
+
+    /// Starts the next write afresh.
+    pub(super) fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Writes what was gathered, in one write; returns the instant taken just before it.
+    /// Everything that formats or prints happens before this call or after it, so a round trip
+    /// timed from that instant holds only the bytes' journey and the peer's answer.
+    pub(super) fn write_buf(&mut self) -> io::Result<Instant> {
+        let start = Instant::now();
+        if !self.buf.is_empty() {
+            self.stream.write_all(&self.buf)?;
+        }
+        Ok(start)
+    }
+
+    /// Writes raw bytes (the notice to a connection that speaks neither protocol).
+    pub(super) fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+}
