@@ -1,12 +1,14 @@
 //! A fixed pool of worker threads that take jobs from a crossbeam channel.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
 /// W threads, each taking one job at a time from a shared channel until the channel is closed
-/// (every sender dropped) and empty.
+/// (every sender dropped) and empty. A job that panics ends, and its worker takes the next: what
+/// the job held is released as it unwinds (the server's jobs report themselves from a guard).
 ///
 /// Shutdown is: stop sending, drop the sender, [`WorkerPool::join`]. Jobs still queued are handed
 /// to workers first, so the job handler decides what a late job means (the server tells the
@@ -31,7 +33,9 @@ impl WorkerPool {
                 .name(format!("worker-{index}"))
                 .spawn(move || {
                     for job in jobs.iter() {
-                        handle(job);
+                        // The handler owns nothing this loop uses again, so nothing is left
+                        // half-changed for the next job.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(job)));
                     }
                 })?;
             workers.push(worker);
@@ -44,7 +48,8 @@ impl WorkerPool {
         self.workers.len()
     }
 
-    /// Waits for every worker to finish; returns how many of them panicked.
+    /// Waits for every worker to finish; returns how many of them died (none, since jobs' panics
+    /// are caught, unless a panic hook itself panics).
     pub fn join(self) -> usize {
         self.workers
             .into_iter()
@@ -76,5 +81,23 @@ mod tests {
         drop(tx);
         assert_eq!(pool.join(), 0);
         assert_eq!(done.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn a_job_that_panics_does_not_take_its_worker_with_it() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let done = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&done);
+        let pool = WorkerPool::spawn(1, rx, move |n: usize| {
+            assert!(n != 0, "job 0 panics on purpose");
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        for n in [0, 1, 0, 2] {
+            tx.send(n).unwrap();
+        }
+        drop(tx);
+        assert_eq!(pool.join(), 0);
+        assert_eq!(done.load(Ordering::SeqCst), 2);
     }
 }
