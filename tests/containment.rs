@@ -1,0 +1,277 @@
+//! Failures stay contained: a session that panics, a client that leaves the waiting line, a
+//! hand-off that fails for want of descriptors, a shutdown behind a flood of silent
+//! connections, and errors that say what was being done. Real sockets on 127.0.0.1, port 0.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client_server_chat::error::Error;
+use client_server_chat::protocol::{Frame, VERSION};
+use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent};
+use client_server_chat::session::{EchoResponder, Responder};
+use client_server_chat::wire::{FrameReader, ReadError};
+use crossbeam_channel::Sender;
+
+use common::{TIMEOUT, start_client, start_server};
+
+/// A raw client: hand-made frames out, frames decoded by the crate's own reader in.
+struct Peer {
+    stream: TcpStream,
+    reader: FrameReader,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Peer {
+            stream,
+            reader: FrameReader::new(1 << 16),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.stream.write_all(&frame.encode()).unwrap();
+    }
+
+    fn hello(&mut self, name: &str) {
+        self.send(&Frame::Hello {
+            version: VERSION,
+            max_message: 1 << 16,
+            name: name.to_string(),
+        });
+    }
+
+    fn recv(&mut self) -> Result<Frame, ReadError> {
+        self.reader.read_frame(&mut self.stream)
+    }
+
+    /// Reads past WAITING notices until WELCOME.
+    fn expect_welcome(&mut self) {
+        for _ in 0..100 {
+            match self.recv() {
+                Ok(Frame::Waiting { .. }) => {}
+                Ok(Frame::Welcome { .. }) => return,
+                other => panic!("expected WELCOME, got {other:?}"),
+            }
+        }
+        panic!("no WELCOME after 100 WAITING frames");
+    }
+
+    /// One exchange with an echo server.
+    fn echo_turn(&mut self, text: &[u8]) {
+        self.send(&Frame::Message(text.to_vec()));
+        assert_eq!(self.recv().unwrap(), Frame::Ack);
+        assert_eq!(self.recv().unwrap(), Frame::Message(text.to_vec()));
+        self.send(&Frame::Ack);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A session that panics.
+
+/// Echoes, reports every event to the test, and panics on the message `boom`.
+struct Fragile(Sender<String>);
+
+impl Frontend for Fragile {
+    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+        Some(Box::new(EchoResponder))
+    }
+
+    fn event(&self, event: ServerEvent<'_>) {
+        let text = format!("{event:?}");
+        let _ = self.0.send(text);
+        if let ServerEvent::Session {
+            event: client_server_chat::session::Event::Received(b"boom"),
+            ..
+        } = event
+        {
+            panic!("the front-end fails on purpose");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_client() {
+    let config = ServerConfig {
+        workers: 1,
+        backlog: 1,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], config).unwrap();
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let (events, heard) = crossbeam_channel::unbounded();
+    let serving = std::thread::spawn(move || server.serve(Arc::new(Fragile(events))));
+
+    let mut doomed = Peer::connect(addr);
+    doomed.hello("doomed");
+    doomed.expect_welcome();
+    doomed.send(&Frame::Message(b"boom".to_vec()));
+    // Its ACK and echo went out before the front-end heard of the message; then the connection
+    // closes.
+    assert_eq!(doomed.recv().unwrap(), Frame::Ack);
+    assert_eq!(doomed.recv().unwrap(), Frame::Message(b"boom".to_vec()));
+    match doomed.recv() {
+        Err(ReadError::Closed | ReadError::Io(_)) => {}
+        other => panic!("the failed session's connection stayed open: {other:?}"),
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    let failed = std::iter::from_fn(|| heard.recv_deadline(deadline).ok())
+        .find(|event| event.starts_with("Failed"));
+    assert!(failed.is_some(), "the front-end never heard of the failure");
+
+    // The only worker lives on, and the registry forgot the failed session: the server is
+    // neither full nor short of a worker.
+    for name in ["next", "after"] {
+        let mut next = Peer::connect(addr);
+        next.hello(name);
+        next.expect_welcome();
+        next.echo_turn(b"still here");
+        next.send(&Frame::End);
+    }
+    assert!(handle.sessions().len() <= 1, "{:?}", handle.sessions());
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The waiting line.
+
+#[test]
+fn a_client_that_leaves_the_line_is_dropped_from_it_and_those_behind_move_up() {
+    let (mut server, port) = start_server(&["--echo", "-w", "1"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut live = Peer::connect(addr);
+    live.hello("live");
+    live.expect_welcome();
+
+    let mut leaver = Peer::connect(addr);
+    leaver.hello("leaver");
+    assert_eq!(leaver.recv().unwrap(), Frame::Waiting { position: 1 });
+    let leaver_addr = leaver.local_addr();
+    let mut behind = start_client("behind", port);
+    behind.expect_line("waiting in line (position 2).");
+
+    // The leaver closes its window: no END, no FIN of a chat, just gone.
+    leaver.stream.shutdown(Shutdown::Both).unwrap();
+    drop(leaver);
+    assert_eq!(
+        server.expect_line("Left the line"),
+        format!("[#2 {leaver_addr}] Left the line before a worker was free.")
+    );
+    behind.expect_line("waiting in line (position 1).");
+
+    // When the worker frees up, the client behind is served, and the leaver never is.
+    live.send(&Frame::End);
+    behind.expect_line("Connected!");
+    behind.send_line("end");
+    behind.expect_exit(0);
+    let server = server.kill_and_collect();
+    assert!(
+        !server.stdout.contains(&format!("{leaver_addr}] Connected")),
+        "{server:#?}"
+    );
+}
+
+/// The lowest descriptor number the process does not use: the next one it will get.
+fn lowest_free_fd(pid: u32) -> usize {
+    let used: HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).expect("a free number")
+}
+
+#[test]
+fn a_waiting_client_whose_hand_off_fails_is_told_and_the_line_moves_on() {
+    let (mut server, port) = start_server(&["--echo", "-w", "1"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = server.pid();
+    // Every descriptor from here on belongs to the clients below.
+    let first_client_fd = lowest_free_fd(pid);
+    let mut live = Peer::connect(addr);
+    live.hello("live");
+    live.expect_welcome();
+    let mut waiting = Peer::connect(addr);
+    waiting.hello("waiting");
+    assert_eq!(waiting.recv().unwrap(), Frame::Waiting { position: 1 });
+
+    // No new descriptor from now on, not even those the live session frees: the worker cannot
+    // clone the waiting client's socket when it takes it.
+    let limit = first_client_fd;
+    let limited = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
+    assert!(limited.success(), "prlimit failed: {limited}");
+    live.send(&Frame::End);
+
+    // The waiting client is told, not left hanging, and the server says so.
+    assert_eq!(waiting.recv().unwrap(), Frame::Full);
+    server.expect_line("Refused: the server is full.");
+    server.interrupt();
+    assert!(server.wait_exit(TIMEOUT).success(), "{}", server.dump());
+}
+
+#[test]
+fn shutdown_is_not_held_up_by_a_flood_of_silent_connections() {
+    let (mut server, port) = start_server(&["--echo", "-w", "1"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut live = Peer::connect(addr);
+    live.hello("live");
+    live.expect_welcome();
+    // Silent clients the acceptor must not wait on: with a wait per connection, the kernel's
+    // accept queue fills behind them and the shutdown's wake-up connection is dropped.
+    let silent: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(!silent.is_empty());
+    server.interrupt();
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "{}", server.dump());
+    // The live client was told.
+    assert_eq!(live.recv().unwrap(), Frame::Shutdown);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+#[test]
+fn a_server_with_no_address_is_a_runtime_failure_not_a_usage_error() {
+    let error = Server::bind(&[], ServerConfig::default()).unwrap_err();
+    assert!(matches!(error, Error::NoAddress), "{error:?}");
+    assert_eq!(error.exit_code(), 1);
+    assert!(error.to_string().contains("no address"), "{error}");
+}
+
+#[test]
+fn an_io_error_says_what_was_being_done_and_keeps_its_cause() {
+    let cause = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+    let error = Error::io("accepting a connection on 127.0.0.1:1234")(cause);
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with("accepting a connection on 127.0.0.1:1234: "),
+        "{shown}"
+    );
+    let source = std::error::Error::source(&error).expect("a source");
+    assert!(
+        source.to_string().contains("operation would block"),
+        "{source}"
+    );
+}
