@@ -94,21 +94,21 @@ fn options() -> Options {
         "",
         "handshake-timeout",
         &format!(
-            "time a peer has for the handshake and for any frame once begun (default {})",
-            Timeouts::default().handshake.as_secs()
+            "seconds a peer has for the handshake and for any frame once begun; fractions allowed (default {})",
+            Timeouts::default().handshake.as_secs_f64()
         ),
         "SECS",
     );
     o.optopt(
         "",
         "idle-timeout",
-        &format!("time the peer may take on its turn; 0 = no limit (default: server {DEFAULT_SERVER_IDLE_SECS}, client 0)"),
+        &format!("seconds the peer may take on its turn; fractions allowed, 0 = no limit (default: server {DEFAULT_SERVER_IDLE_SECS}, client 0)"),
         "SECS",
     );
     o.optopt(
         "",
         "heartbeat",
-        &format!("seconds of silence before the peer is sent PING; as long again without an answer ends the chat; 0 = off (default {})", DEFAULT_HEARTBEAT.as_secs()),
+        &format!("seconds of silence before the peer is sent PING; as long again without an answer ends the chat; fractions allowed, 0 = off (default {})", DEFAULT_HEARTBEAT.as_secs_f64()),
         "SECS",
     );
     o.optopt(
@@ -340,22 +340,25 @@ fn check_flags_fit(matches: &Matches, mode: Mode) -> Result<(), Error> {
     Ok(())
 }
 
-/// The limits on a slow peer; the idle limit's default depends on the side.
+/// The limits on a slow peer, in seconds with fractions allowed; the idle limit's default
+/// depends on the side. The handshake needs some time; 0 turns the other two off.
 fn timeouts(matches: &Matches, mode: Mode) -> Result<Timeouts, Error> {
     let defaults = Timeouts::default();
-    let handshake = number(matches, "handshake-timeout", 1, 86_400)?
-        .map_or(defaults.handshake, Duration::from_secs);
+    let handshake = seconds_within(matches, "handshake-timeout", 0.001, 86_400.0)?
+        .unwrap_or(defaults.handshake);
     let idle_default = if mode == Mode::Server {
-        DEFAULT_SERVER_IDLE_SECS
+        Duration::from_secs(DEFAULT_SERVER_IDLE_SECS)
     } else {
-        0
+        Duration::ZERO
     };
-    let idle = number(matches, "idle-timeout", 0, 86_400 * 365)?.unwrap_or(idle_default);
-    let heartbeat = number(matches, "heartbeat", 0, 86_400)?.unwrap_or(DEFAULT_HEARTBEAT.as_secs());
+    let idle =
+        seconds_within(matches, "idle-timeout", 0.0, 86_400.0 * 365.0)?.unwrap_or(idle_default);
+    let heartbeat =
+        seconds_within(matches, "heartbeat", 0.0, 86_400.0)?.unwrap_or(DEFAULT_HEARTBEAT);
     Ok(Timeouts {
         handshake,
-        idle: (idle > 0).then(|| Duration::from_secs(idle)),
-        heartbeat: (heartbeat > 0).then(|| Duration::from_secs(heartbeat)),
+        idle: (!idle.is_zero()).then_some(idle),
+        heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
     })
 }
 
@@ -399,13 +402,23 @@ fn ping_config(matches: &Matches, endpoint: Endpoint) -> Result<PingConfig, Erro
 
 /// Reads option `name` as a number of seconds, fractions allowed, from `min` to a day.
 fn seconds(matches: &Matches, name: &str, min: f64) -> Result<Option<Duration>, Error> {
+    seconds_within(matches, name, min, 86_400.0)
+}
+
+/// Reads option `name` as a number of seconds, fractions allowed, in `min..=max`.
+fn seconds_within(
+    matches: &Matches,
+    name: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<Duration>, Error> {
     let Some(text) = matches.opt_str(name) else {
         return Ok(None);
     };
     match text.parse::<f64>() {
-        Ok(secs) if (min..=86_400.0).contains(&secs) => Ok(Some(Duration::from_secs_f64(secs))),
+        Ok(secs) if (min..=max).contains(&secs) => Ok(Some(Duration::from_secs_f64(secs))),
         _ => Err(Error::Usage(format!(
-            "invalid value '{text}' for --{name}: give seconds from {min} to 86400 (fractions allowed, as 0.2)"
+            "invalid value '{text}' for --{name}: give seconds from {min} to {max} (fractions allowed, as 0.2)"
         ))),
     }
 }
@@ -452,6 +465,34 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_take_fractions_of_a_second_and_zero_turns_two_off() {
+        let words = [
+            "server",
+            "--handshake-timeout",
+            "0.5",
+            "--idle-timeout",
+            "2.5",
+            "--heartbeat",
+            "0.25",
+        ];
+        let Command::Server(config) = parse_words(&words).unwrap().0 else {
+            panic!("not a server")
+        };
+        let timeouts = config.server.timeouts;
+        assert_eq!(timeouts.handshake, Duration::from_millis(500));
+        assert_eq!(timeouts.idle, Some(Duration::from_millis(2500)));
+        assert_eq!(timeouts.heartbeat, Some(Duration::from_millis(250)));
+        let words = ["client", "--idle-timeout", "0", "--heartbeat", "0.0"];
+        let Command::Client(config) = parse_words(&words).unwrap().0 else {
+            panic!("not a client")
+        };
+        assert_eq!(
+            (config.timeouts.idle, config.timeouts.heartbeat),
+            (None, None)
+        );
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         for words in [
             &["server", "--workers", "0"][..],
@@ -460,6 +501,10 @@ mod tests {
             &["client", "a", "1", "extra"],
             &["talk"],
             &["server", "--max-message", "0"],
+            &["server", "--handshake-timeout", "0"],
+            &["server", "--idle-timeout", "-1"],
+            &["client", "--heartbeat", "86401"],
+            &["client", "--idle-timeout", "NaN"],
         ] {
             assert!(
                 matches!(parse_words(words), Err(Error::Usage(_))),
