@@ -51,37 +51,22 @@ pub fn run(config: &ClientConfig) -> Result<(), Error> {
         "Trying to connect to server: {}: {}",
         config.host, config.port
     ));
-    let stream = connect(&config.host, config.port)?;
-    let stopper = Stopper::new(&stream).map_err(Error::io(format!(
-        "setting up the connection to {}:{}",
-        config.host, config.port
-    )))?;
-    let on_signal = Arc::clone(&stopper);
-    ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
-        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
-    chat(
-        stream,
-        config,
-        stopper,
-        io::BufReader::new(io::stdin()),
-        out,
-    )
+    let session = open_session(
+        &config.host,
+        config.port,
+        config.max_message,
+        config.timeouts,
+    )?;
+    chat(session, config, io::BufReader::new(io::stdin()), out)
 }
 
 /// Runs one chat over a connected stream, with the lines of `input` as the user's voice.
 pub fn chat(
-    stream: TcpStream,
+    mut session: Session,
     config: &ClientConfig,
-    stopper: Arc<Stopper>,
     input: impl BufRead + Send + 'static,
     out: Arc<Terminal>,
 ) -> Result<(), Error> {
-    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper).map_err(
-        Error::io(format!(
-            "setting up the connection to {}:{}",
-            config.host, config.port
-        )),
-    )?;
     let typist = Arc::new(Typist {
         outbox: session.outbox(),
         out: Arc::clone(&out),
@@ -165,6 +150,23 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
             source,
         })?
         .collect())
+}
+
+/// Connects, and sets up the session over the connection, which Ctrl-C ends politely (the peer
+/// is sent END).
+pub fn open_session(
+    host: &str,
+    port: u16,
+    max_message: usize,
+    timeouts: Timeouts,
+) -> Result<Session, Error> {
+    let stream = connect(host, port)?;
+    let setting_up = || Error::io(format!("setting up the connection to {host}:{port}"));
+    let stopper = Stopper::new(&stream).map_err(setting_up())?;
+    let on_signal = Arc::clone(&stopper);
+    ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
+        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
+    Session::new(stream, max_message, timeouts, stopper).map_err(setting_up())
 }
 
 /// Resolves `host` and connects to the first address that answers.

@@ -1,14 +1,11 @@
 //! The `ping` front-end: a latency probe that times PINGs (or MESSAGEs echoed by `server --echo`)
 //! and prints each round trip and a summary, in the style of `ping`.
 
-use std::io;
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::connect;
+use crate::client::open_session;
 use crate::error::Error;
-use crate::session::{Ending, Session, StopReason, Stopper, Timeouts};
+use crate::session::{Ending, Session, Timeouts, Welcome};
 use crate::term::{Terminal, seconds};
 use crate::text::sanitize;
 
@@ -95,30 +92,17 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 /// `Ok` when the run ended as asked (count reached, or Ctrl-C) with every probe answered.
 pub fn run(config: &PingConfig) -> Result<(), Error> {
     let out = Terminal::stdout();
-    let stream = connect(&config.host, config.port)?;
-    let stopper = Stopper::new(&stream).map_err(Error::io(format!(
-        "setting up the connection to {}:{}",
-        config.host, config.port
-    )))?;
-    let on_signal = Arc::clone(&stopper);
-    ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
-        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
-    probe(stream, config, stopper, &out)
+    let session = open_session(
+        &config.host,
+        config.port,
+        config.max_message,
+        config.timeouts,
+    )?;
+    probe(session, config, &out)
 }
 
 /// Runs the probes over a connected stream and prints what they measured.
-pub fn probe(
-    stream: TcpStream,
-    config: &PingConfig,
-    stopper: Arc<Stopper>,
-    out: &Terminal,
-) -> Result<(), Error> {
-    let mut session = Session::new(stream, config.max_message, config.timeouts, stopper).map_err(
-        Error::io(format!(
-            "setting up the connection to {}:{}",
-            config.host, config.port
-        )),
-    )?;
+pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Result<(), Error> {
     let welcome = match session.client_handshake(&config.name, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."
@@ -130,21 +114,43 @@ pub fn probe(
         Err(ending) => return Err(Error::Chat(ending)),
     };
     if !config.quiet {
-        let server = sanitize(welcome.server_name.as_bytes());
-        let on = if server.is_empty() {
-            String::new()
-        } else {
-            format!(" on {server}")
-        };
-        let what = match config.message_size {
-            Some(size) => format!("{size}-byte messages, echoed"),
-            None => "PING frames".to_string(),
-        };
-        out.line(&format!(
-            "PING {}:{} (#{}{on}): {what}",
-            config.host, config.port, welcome.session_id
-        ));
+        out.line(&header(config, &welcome));
     }
+    let (tally, ending) = probe_until_done(&mut session, config, out);
+    // The blank line keeps the summary off the `^C` a terminal echoes, as ping's does.
+    out.line(&format!(
+        "\n--- {}:{} ping statistics ---\n{}",
+        config.host,
+        config.port,
+        tally.summary()
+    ));
+    match ending {
+        Ending::EndedByMe | Ending::Stopped(_) if tally.lost() == 0 => Ok(()),
+        ending => Err(Error::Chat(ending)),
+    }
+}
+
+/// The first line: where, which session, what kind of probe.
+fn header(config: &PingConfig, welcome: &Welcome) -> String {
+    let server = sanitize(welcome.server_name.as_bytes());
+    let on = if server.is_empty() {
+        String::new()
+    } else {
+        format!(" on {server}")
+    };
+    let what = match config.message_size {
+        Some(size) => format!("{size}-byte messages, echoed"),
+        None => "PING frames".to_string(),
+    };
+    format!(
+        "PING {}:{} (#{}{on}): {what}",
+        config.host, config.port, welcome.session_id
+    )
+}
+
+/// Sends the probes, printing each answer, until the count is reached or the chat ends; returns
+/// the tally and how the chat ended.
+fn probe_until_done(session: &mut Session, config: &PingConfig, out: &Terminal) -> (Tally, Ending) {
     let payload = config.message_size.map(probe_payload);
     let mut tally = Tally::default();
     let ending = loop {
@@ -178,17 +184,7 @@ pub fn probe(
             }
         }
     };
-    // The blank line keeps the summary off the `^C` a terminal echoes, as ping's does.
-    out.line(&format!(
-        "\n--- {}:{} ping statistics ---\n{}",
-        config.host,
-        config.port,
-        tally.summary()
-    ));
-    match ending {
-        Ending::EndedByMe | Ending::Stopped(_) if tally.lost() == 0 => Ok(()),
-        ending => Err(Error::Chat(ending)),
-    }
+    (tally, ending)
 }
 
 /// A probe message of `size` bytes: printable, so that an echo server's log stays readable.

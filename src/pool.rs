@@ -65,39 +65,33 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn every_job_runs_once_and_join_returns_after_the_channel_closes() {
+    /// Runs `jobs` on `size` workers that add each job to a counter (job 0 panics instead);
+    /// returns the counter and how many workers died.
+    fn run_counting(size: usize, jobs: &[usize]) -> (usize, usize) {
         let (tx, rx) = crossbeam_channel::bounded(4);
         let done = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&done);
-        let pool = WorkerPool::spawn(3, rx, move |n: usize| {
+        let pool = WorkerPool::spawn(size, rx, move |n: usize| {
+            assert!(n != 0, "job 0 panics on purpose");
             counter.fetch_add(n, Ordering::SeqCst);
         })
         .unwrap();
-        assert_eq!(pool.size(), 3);
-        for _ in 0..100 {
-            tx.send(1).unwrap();
+        assert_eq!(pool.size(), size);
+        for &n in jobs {
+            tx.send(n).unwrap();
         }
         drop(tx);
-        assert_eq!(pool.join(), 0);
-        assert_eq!(done.load(Ordering::SeqCst), 100);
+        let died = pool.join();
+        (done.load(Ordering::SeqCst), died)
+    }
+
+    #[test]
+    fn every_job_runs_once_and_join_returns_after_the_channel_closes() {
+        assert_eq!(run_counting(3, &[1; 100]), (100, 0));
     }
 
     #[test]
     fn a_job_that_panics_does_not_take_its_worker_with_it() {
-        let (tx, rx) = crossbeam_channel::bounded(4);
-        let done = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&done);
-        let pool = WorkerPool::spawn(1, rx, move |n: usize| {
-            assert!(n != 0, "job 0 panics on purpose");
-            counter.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
-        for n in [0, 1, 0, 2] {
-            tx.send(n).unwrap();
-        }
-        drop(tx);
-        assert_eq!(pool.join(), 0);
-        assert_eq!(done.load(Ordering::SeqCst), 2);
+        assert_eq!(run_counting(1, &[0, 1, 0, 2]), (3, 0));
     }
 }

@@ -272,7 +272,28 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
     let Some(&kind) = buf.first() else {
         return Ok(None);
     };
-    let (name, max) = match kind {
+    let (name, max) = name_and_limit(kind, max_message)?;
+    let Some(len_bytes) = buf.get(1..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let len = be_u32(len_bytes);
+    if len as usize > max {
+        return Err(ProtocolError::TooLong {
+            frame: name,
+            len,
+            max,
+        });
+    }
+    let total = HEADER_LEN + len as usize;
+    let Some(payload) = buf.get(HEADER_LEN..total) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_payload(kind, name, payload)?, total)))
+}
+
+/// The name of frame type `kind` and the largest payload it may announce.
+fn name_and_limit(kind: u8, max_message: usize) -> Result<(&'static str, usize), ProtocolError> {
+    Ok(match kind {
         kind::HELLO => ("HELLO", MAX_CONTROL_PAYLOAD),
         kind::WELCOME => ("WELCOME", MAX_CONTROL_PAYLOAD),
         kind::WAITING => ("WAITING", 4),
@@ -286,24 +307,13 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
         kind::PING => ("PING", 0),
         kind::PONG => ("PONG", 0),
         other => return Err(ProtocolError::UnknownType(other)),
-    };
-    let Some(len_bytes) = buf.get(1..HEADER_LEN) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    if len as usize > max {
-        return Err(ProtocolError::TooLong {
-            frame: name,
-            len,
-            max,
-        });
-    }
-    let total = HEADER_LEN + len as usize;
-    let Some(payload) = buf.get(HEADER_LEN..total) else {
-        return Ok(None);
-    };
+    })
+}
+
+/// The frame of type `kind` (named `name`) whose whole payload is `payload`, within its limit.
+fn decode_payload(kind: u8, name: &'static str, payload: &[u8]) -> Result<Frame, ProtocolError> {
     let bad = |why| ProtocolError::BadPayload { frame: name, why };
-    let frame = match kind {
+    Ok(match kind {
         kind::HELLO => {
             if payload.len() < 9 {
                 return Err(bad("shorter than magic, version and limit"));
@@ -311,11 +321,10 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
             if &payload[..4] != MAGIC {
                 return Err(bad("wrong magic (this is not a client_server_chat client)"));
             }
-            let name = text(&payload[9..], name, MAX_NAME)?;
             Frame::Hello {
                 version: payload[4],
                 max_message: be_u32(&payload[5..9]),
-                name,
+                name: text(&payload[9..], name, MAX_NAME)?,
             }
         }
         kind::WELCOME => {
@@ -345,10 +354,10 @@ pub fn decode(buf: &[u8], max_message: usize) -> Result<Option<(Frame, usize)>, 
         kind::PONG => Frame::Pong,
         kind::ERROR => Frame::Error(text(payload, name, MAX_CONTROL_PAYLOAD)?),
         _ => Frame::Kicked(text(payload, name, MAX_CONTROL_PAYLOAD)?),
-    };
-    Ok(Some((frame, total)))
+    })
 }
 
+/// A big-endian `u32` from the first four bytes of `b`.
 pub(crate) fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

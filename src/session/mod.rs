@@ -526,16 +526,7 @@ impl Session {
     fn my_turn(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
         self.outbox.lock().floor = Floor::Open;
         events(Event::MyTurn);
-        match self.recv(None, Awaited::Ack)? {
-            Frame::Ack => {
-                let floor = self.outbox.lock().floor;
-                match floor {
-                    Floor::Sent(sent_at) => self.acked(sent_at, events),
-                    _ => Err(self.terminal_or_unexpected(Frame::Ack)),
-                }
-            }
-            other => Err(self.terminal_or_unexpected(other)),
-        }
+        self.acknowledged(None, events)
     }
 
     fn peer_turn(
@@ -582,7 +573,7 @@ impl Session {
             (None, _) => Ok(Turn::Mine),
             (Some(_), None) => {
                 events(Event::MyTurn);
-                self.acknowledged(events)
+                self.acknowledged(self.timeouts.idle, events)
             }
             (Some(_), Some(unsaid)) => {
                 match unsaid {
@@ -603,9 +594,14 @@ impl Session {
         }
     }
 
-    /// Waits for the ACK of the answer that went out with the last ACK.
-    fn acknowledged(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
-        match self.recv(self.timeouts.idle, Awaited::Ack)? {
+    /// Waits at most `idle` for the ACK of this side's message, which is out or about to go out
+    /// (an ACK before it is out is the peer's violation).
+    fn acknowledged(
+        &mut self,
+        idle: Option<Duration>,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Turn, Fault> {
+        match self.recv(idle, Awaited::Ack)? {
             Frame::Ack => {
                 let floor = self.outbox.lock().floor;
                 match floor {
