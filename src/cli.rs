@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
-use crate::client::{self, ClientConfig};
+use crate::client::{self, ClientConfig, Target};
 use crate::console::ConsoleConfig;
 use crate::error::Error;
 use crate::ping::PingConfig;
@@ -81,6 +81,15 @@ fn run(command: Command) -> Result<(), Error> {
 
 fn options() -> Options {
     let mut o = Options::new();
+    common_options(&mut o);
+    server_options(&mut o);
+    client_options(&mut o);
+    ping_options(&mut o);
+    o
+}
+
+/// The options every mode takes.
+fn common_options(o: &mut Options) {
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o.optopt("n", "name", "name shown to the other side", "NAME");
@@ -111,6 +120,9 @@ fn options() -> Options {
         &format!("seconds of silence before the peer is sent PING; as long again without an answer ends the chat; fractions allowed, 0 = off (default {})", DEFAULT_HEARTBEAT.as_secs_f64()),
         "SECS",
     );
+}
+
+fn server_options(o: &mut Options) {
     o.optopt(
         "w",
         "workers",
@@ -134,11 +146,17 @@ fn options() -> Options {
         "echo",
         "server: answer every message with itself, without an operator",
     );
+}
+
+fn client_options(o: &mut Options) {
     o.optflag(
         "",
         "legacy",
         "client: speak the original OCaml program's line protocol, to an original server",
     );
+}
+
+fn ping_options(o: &mut Options) {
     o.optopt(
         "c",
         "count",
@@ -176,7 +194,6 @@ fn options() -> Options {
         "quiet",
         "ping: print only the summary; server with --echo: no line per message",
     );
-    o
 }
 
 /// The usage text.
@@ -209,31 +226,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         );
         return Ok((Command::Print(version), None));
     }
-    let mut free = matches.free.iter();
-    let mode = free
-        .next()
-        .ok_or_else(|| Error::Usage("say `server`, `client` or `ping`".into()))?;
-    let mode = match mode.as_str() {
-        "server" => Mode::Server,
-        "client" => Mode::Client,
-        "ping" => Mode::Ping,
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown mode '{other}': say `server`, `client` or `ping`"
-            )));
-        }
-    };
-    let host = free.next().cloned();
-    let port = free.next().cloned();
-    if let Some(extra) = free.next() {
-        return Err(Error::Usage(format!("unexpected argument '{extra}'")));
-    }
-    let port = match &port {
-        Some(p) => p.parse::<u16>().map_err(|_| {
-            Error::Usage(format!("invalid port '{p}': give a number from 0 to 65535"))
-        })?,
-        None => DEFAULT_PORT,
-    };
+    let (mode, host, port) = mode_and_place(&matches.free)?;
     check_flags_fit(&matches, mode)?;
     let notice = match (host.is_some(), matches.free.len()) {
         (false, _) => Some(format!(
@@ -244,7 +237,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         )),
         _ => None,
     };
-    let endpoint = Endpoint {
+    let target = Target {
         host: host.unwrap_or_else(|| DEFAULT_HOST.to_string()),
         port,
         name: matches.opt_str("name").unwrap_or_default(),
@@ -253,18 +246,41 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         timeouts: timeouts(&matches, mode)?,
     };
     let command = match mode {
-        Mode::Server => Command::Server(server_config(&matches, endpoint)?),
+        Mode::Server => Command::Server(server_config(&matches, target)?),
         Mode::Client => Command::Client(ClientConfig {
-            host: endpoint.host,
-            port: endpoint.port,
-            name: endpoint.name,
-            max_message: endpoint.max_message,
-            timeouts: endpoint.timeouts,
+            target,
             legacy: matches.opt_present("legacy"),
         }),
-        Mode::Ping => Command::Ping(ping_config(&matches, endpoint)?),
+        Mode::Ping => Command::Ping(ping_config(&matches, target)?),
     };
     Ok((command, notice))
+}
+
+/// The mode and, when given, the host and port, from the free arguments.
+fn mode_and_place(free: &[String]) -> Result<(Mode, Option<String>, u16), Error> {
+    let mut free = free.iter();
+    let mode = match free.next().map(String::as_str) {
+        Some("server") => Mode::Server,
+        Some("client") => Mode::Client,
+        Some("ping") => Mode::Ping,
+        Some(other) => {
+            return Err(Error::Usage(format!(
+                "unknown mode '{other}': say `server`, `client` or `ping`"
+            )));
+        }
+        None => return Err(Error::Usage("say `server`, `client` or `ping`".into())),
+    };
+    let host = free.next().cloned();
+    let port = match free.next() {
+        Some(p) => p.parse::<u16>().map_err(|_| {
+            Error::Usage(format!("invalid port '{p}': give a number from 0 to 65535"))
+        })?,
+        None => DEFAULT_PORT,
+    };
+    if let Some(extra) = free.next() {
+        return Err(Error::Usage(format!("unexpected argument '{extra}'")));
+    }
+    Ok((mode, host, port))
 }
 
 /// The three things the program can be.
@@ -284,15 +300,6 @@ impl Mode {
             Mode::Ping => "ping",
         }
     }
-}
-
-/// What every mode takes from the command line: where, who, and the limits on the peer.
-struct Endpoint {
-    host: String,
-    port: u16,
-    name: String,
-    max_message: usize,
-    timeouts: Timeouts,
 }
 
 /// Options that only some modes take, and which.
@@ -362,41 +369,37 @@ fn timeouts(matches: &Matches, mode: Mode) -> Result<Timeouts, Error> {
     })
 }
 
-fn server_config(matches: &Matches, endpoint: Endpoint) -> Result<ConsoleConfig, Error> {
+fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Error> {
     let defaults = ServerConfig::default();
     let workers = number(matches, "workers", 1, 1024)?.map_or(defaults.workers, |n| n as usize);
     let backlog = number(matches, "backlog", 0, 100_000)?.map_or(defaults.backlog, |n| n as usize);
     Ok(ConsoleConfig {
-        addrs: client::resolve(&endpoint.host, endpoint.port)?,
+        addrs: client::resolve(&target.host, target.port)?,
         echo: matches.opt_present("echo"),
         quiet: matches.opt_present("quiet"),
         server: ServerConfig {
             workers,
             backlog,
-            max_message: endpoint.max_message,
-            name: endpoint.name,
-            timeouts: endpoint.timeouts,
+            max_message: target.max_message,
+            name: target.name,
+            timeouts: target.timeouts,
         },
     })
 }
 
-fn ping_config(matches: &Matches, endpoint: Endpoint) -> Result<PingConfig, Error> {
+fn ping_config(matches: &Matches, target: Target) -> Result<PingConfig, Error> {
     let count = number(matches, "count", 0, u64::MAX)?.unwrap_or(DEFAULT_PING_COUNT);
     let message_size = matches.opt_present("messages").then_some(
-        number(matches, "size", 0, endpoint.max_message as u64)?
+        number(matches, "size", 0, target.max_message as u64)?
             .map_or(DEFAULT_PROBE_SIZE, |n| n as usize),
     );
     Ok(PingConfig {
-        host: endpoint.host,
-        port: endpoint.port,
-        name: endpoint.name,
         count: (count > 0).then_some(count),
         interval: seconds(matches, "interval", 0.0)?.unwrap_or(Duration::from_secs(1)),
         message_size,
         quiet: matches.opt_present("quiet"),
         timeout: seconds(matches, "timeout", 0.001)?.unwrap_or(DEFAULT_PING_TIMEOUT),
-        max_message: endpoint.max_message,
-        timeouts: endpoint.timeouts,
+        target,
     })
 }
 
@@ -454,7 +457,10 @@ mod tests {
         let Command::Client(config) = command else {
             panic!("not a client")
         };
-        assert_eq!((config.host.as_str(), config.port), ("127.0.0.1", 1234));
+        assert_eq!(
+            (config.target.host.as_str(), config.target.port),
+            ("127.0.0.1", 1234)
+        );
         let (_, notice) = parse_words(&["client", "::1"]).unwrap();
         assert_eq!(
             notice.as_deref(),
@@ -487,7 +493,10 @@ mod tests {
             panic!("not a client")
         };
         assert_eq!(
-            (config.timeouts.idle, config.timeouts.heartbeat),
+            (
+                config.target.timeouts.idle,
+                config.target.timeouts.heartbeat
+            ),
             (None, None)
         );
     }

@@ -15,9 +15,9 @@ use crate::session::{
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::sanitize;
 
-/// What `client` needs.
+/// Where to connect and what to say of oneself: what `client` and `ping` share.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct Target {
     /// Server host: an address or a name.
     pub host: String,
     /// Server port.
@@ -28,17 +28,30 @@ pub struct ClientConfig {
     pub max_message: usize,
     /// Limits on a slow server.
     pub timeouts: Timeouts,
-    /// Speak the original program's line protocol (no handshake, no name, no notices).
-    pub legacy: bool,
 }
 
-/// One line of the user's input, or its end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// A line without its line ending.
-    Line(Vec<u8>),
-    /// End of input (Ctrl-D, or the end of a pipe).
-    End,
+impl Target {
+    /// Connects, and sets up the session over the connection, which Ctrl-C ends politely (the
+    /// peer is sent END).
+    pub fn open_session(&self) -> Result<Session, Error> {
+        let (host, port) = (&self.host, self.port);
+        let stream = connect(host, port)?;
+        let setting_up = || Error::io(format!("setting up the connection to {host}:{port}"));
+        let stopper = Stopper::new(&stream).map_err(setting_up())?;
+        let on_signal = Arc::clone(&stopper);
+        ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
+            .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
+        Session::new(stream, self.max_message, self.timeouts, stopper).map_err(setting_up())
+    }
+}
+
+/// What `client` needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server, and this side's name and limits.
+    pub target: Target,
+    /// Speak the original program's line protocol (no handshake, no name, no notices).
+    pub legacy: bool,
 }
 
 /// Connects, chats with stdin as the user's voice, and returns when the chat ends.
@@ -49,14 +62,9 @@ pub fn run(config: &ClientConfig) -> Result<(), Error> {
     let out = Arc::new(Terminal::stdout());
     out.line(&format!(
         "Trying to connect to server: {}: {}",
-        config.host, config.port
+        config.target.host, config.target.port
     ));
-    let session = open_session(
-        &config.host,
-        config.port,
-        config.max_message,
-        config.timeouts,
-    )?;
+    let session = config.target.open_session()?;
     chat(session, config, io::BufReader::new(io::stdin()), out)
 }
 
@@ -78,7 +86,7 @@ pub fn chat(
         out.line("Connected! (speaking the original line protocol)");
         converse(&mut session, "", &typist, &out)
     } else {
-        let handshake = session.client_handshake(&config.name, &mut |position| {
+        let handshake = session.client_handshake(&config.target.name, &mut |position| {
             out.line(&format!(
                 "All workers are busy: you are waiting in line (position {position})."
             ))
@@ -150,23 +158,6 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
             source,
         })?
         .collect())
-}
-
-/// Connects, and sets up the session over the connection, which Ctrl-C ends politely (the peer
-/// is sent END).
-pub fn open_session(
-    host: &str,
-    port: u16,
-    max_message: usize,
-    timeouts: Timeouts,
-) -> Result<Session, Error> {
-    let stream = connect(host, port)?;
-    let setting_up = || Error::io(format!("setting up the connection to {host}:{port}"));
-    let stopper = Stopper::new(&stream).map_err(setting_up())?;
-    let on_signal = Arc::clone(&stopper);
-    ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupt))
-        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
-    Session::new(stream, max_message, timeouts, stopper).map_err(setting_up())
 }
 
 /// Resolves `host` and connects to the first address that answers.

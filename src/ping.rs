@@ -3,21 +3,17 @@
 
 use std::time::Duration;
 
-use crate::client::open_session;
+use crate::client::Target;
 use crate::error::Error;
-use crate::session::{Ending, Session, Timeouts, Welcome};
+use crate::session::{Ending, Session, Welcome};
 use crate::term::{Terminal, seconds};
 use crate::text::sanitize;
 
 /// What `ping` needs.
 #[derive(Debug, Clone)]
 pub struct PingConfig {
-    /// Server host: an address or a name.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// The name sent to the server (may be empty).
-    pub name: String,
+    /// The server, and this side's name and limits.
+    pub target: Target,
     /// Probes to send; `None` sends until Ctrl-C.
     pub count: Option<u64>,
     /// Time between one answer and the next probe.
@@ -29,10 +25,6 @@ pub struct PingConfig {
     pub quiet: bool,
     /// How long to wait for each answer before the run counts the probe lost and stops.
     pub timeout: Duration,
-    /// Largest message accepted from the server.
-    pub max_message: usize,
-    /// Limits on a slow server.
-    pub timeouts: Timeouts,
 }
 
 /// What a run measured.
@@ -92,18 +84,13 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 /// `Ok` when the run ended as asked (count reached, or Ctrl-C) with every probe answered.
 pub fn run(config: &PingConfig) -> Result<(), Error> {
     let out = Terminal::stdout();
-    let session = open_session(
-        &config.host,
-        config.port,
-        config.max_message,
-        config.timeouts,
-    )?;
+    let session = config.target.open_session()?;
     probe(session, config, &out)
 }
 
 /// Runs the probes over a connected stream and prints what they measured.
 pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Result<(), Error> {
-    let welcome = match session.client_handshake(&config.name, &mut |position| {
+    let welcome = match session.client_handshake(&config.target.name, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."
         ))
@@ -120,8 +107,8 @@ pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Resul
     // The blank line keeps the summary off the `^C` a terminal echoes, as ping's does.
     out.line(&format!(
         "\n--- {}:{} ping statistics ---\n{}",
-        config.host,
-        config.port,
+        config.target.host,
+        config.target.port,
         tally.summary()
     ));
     match ending {
@@ -144,7 +131,7 @@ fn header(config: &PingConfig, welcome: &Welcome) -> String {
     };
     format!(
         "PING {}:{} (#{}{on}): {what}",
-        config.host, config.port, welcome.session_id
+        config.target.host, config.target.port, welcome.session_id
     )
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::{Frontend, ServerEvent, ServerHandle, Shared, State, WaitingSummary};
+use super::{Frontend, Live, ServerEvent, ServerHandle, Shared, State, WaitingSummary};
 use crate::protocol::Frame;
 use crate::wire::{Dialect, Opening, identify};
 
@@ -254,13 +254,17 @@ fn keep_line(shared: &Shared, frontend: &dyn Frontend) {
     }
 }
 
-/// Takes client `id` out of the line for a worker: its early bytes, or `None` when it is no
-/// longer in line (it left, or shutdown turned it away).
-pub(super) fn take(shared: &Shared, id: u32) -> Option<Vec<u8>> {
+/// Takes client `id` out of the line for a worker, registering it as `live` in the same step:
+/// its early bytes, or `None` when it is no longer in line (it left, or shutdown turned it away).
+pub(super) fn take(shared: &Shared, id: u32, live: Option<Arc<Live>>) -> Option<Vec<u8>> {
     let queued = {
         let mut state = shared.state.lock();
         let index = state.waiting.iter().position(|queued| queued.id == id)?;
-        state.waiting.remove(index)?
+        let queued = state.waiting.remove(index)?;
+        if let Some(live) = live {
+            state.live.insert(id, live);
+        }
+        queued
     };
     let mut watch = queued.watch.lock();
     watch.taken = true;

@@ -38,15 +38,9 @@ struct Registered<'a> {
     live: Arc<Live>,
 }
 
-impl<'a> Registered<'a> {
-    fn new(
-        shared: &'a Shared,
-        frontend: &'a dyn Frontend,
-        id: u32,
-        peer: SocketAddr,
-        stopper: Arc<Stopper>,
-    ) -> Registered<'a> {
-        let live = Arc::new(Live {
+impl Live {
+    fn new(peer: SocketAddr, stopper: Arc<Stopper>) -> Live {
+        Live {
             peer,
             hello: OnceLock::new(),
             since: Instant::now(),
@@ -54,13 +48,6 @@ impl<'a> Registered<'a> {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             my_turn: AtomicBool::new(false),
-        });
-        shared.state.lock().live.insert(id, Arc::clone(&live));
-        Registered {
-            shared,
-            frontend,
-            id,
-            live,
         }
     }
 }
@@ -82,34 +69,41 @@ impl Drop for Registered<'_> {
 /// A worker's whole handling of one connection: from the waiting line to the end of the chat.
 pub(super) fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
     let Job { id, peer, stream } = job;
-    // Out of the line before anything that can fail, so that the line moves on whatever happens.
-    let Some(early) = admission::take(shared, id) else {
+    // Out of descriptors, there is no stopper, and the client is turned away.
+    let live = Stopper::new(&stream)
+        .ok()
+        .map(|stopper| Arc::new(Live::new(peer, stopper)));
+    // Out of the line and into the registry in one step (so that nobody counts it in neither,
+    // and tells another client it is served at once), before anything else can fail.
+    let Some(early) = admission::take(shared, id, live.clone()) else {
         // It left while waiting, or shutdown has already told it.
         return;
     };
-    let stopper = match stream
-        .set_nonblocking(false)
-        .and_then(|()| Stopper::new(&stream))
-    {
-        Ok(stopper) => stopper,
-        Err(_) => {
-            // Out of descriptors: the client is told, as when the line is full.
-            admission::turn_away(&stream, &Frame::Full);
-            frontend.event(ServerEvent::Refused { peer });
-            admission::tell_positions(shared);
-            return;
-        }
+    let Some(live) = live else {
+        admission::turn_away(&stream, &Frame::Full);
+        frontend.event(ServerEvent::Refused { peer });
+        admission::tell_positions(shared);
+        return;
     };
-    let registered = Registered::new(shared, frontend, id, peer, Arc::clone(&stopper));
-    let (connected, ending) = chat(
+    let registered = Registered {
         shared,
         frontend,
         id,
-        &registered.live,
-        stream,
-        stopper,
-        &early,
-    );
+        live,
+    };
+    let stopper = Arc::clone(&registered.live.stopper);
+    let (connected, ending) = match stream.set_nonblocking(false) {
+        Ok(()) => chat(
+            shared,
+            frontend,
+            id,
+            &registered.live,
+            stream,
+            stopper,
+            &early,
+        ),
+        Err(e) => (false, Ending::Io(e)),
+    };
     drop(registered);
     frontend.event(ServerEvent::Ended {
         id,

@@ -601,15 +601,14 @@ impl Session {
         idle: Option<Duration>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        match self.recv(idle, Awaited::Ack)? {
-            Frame::Ack => {
-                let floor = self.outbox.lock().floor;
-                match floor {
-                    Floor::Sent(sent_at) => self.acked(sent_at, events),
-                    _ => Err(self.terminal_or_unexpected(Frame::Ack)),
-                }
-            }
-            other => Err(self.terminal_or_unexpected(other)),
+        let frame = self.recv(idle, Awaited::Ack)?;
+        let floor = self.outbox.lock().floor;
+        match (frame, floor) {
+            // The front-end said END; whatever the peer sent since (an original server ACKs the
+            // `end` it was sent) comes too late to matter.
+            (_, Floor::Closed) => Err(Fault::Done(Ending::EndedByMe)),
+            (Frame::Ack, Floor::Sent(sent_at)) => self.acked(sent_at, events),
+            (other, _) => Err(self.terminal_or_unexpected(other)),
         }
     }
 
