@@ -153,45 +153,33 @@ fn clients_beyond_the_workers_wait_in_line_and_are_served_in_turn() {
 fn live_and_waiting(server: &mut Proc, port: u16) -> (Proc, Proc) {
     let mut live = start_client("live", port);
     live.expect_line("Connected!");
-    let mut waiting = start_client("waiting", port);
-    waiting.expect_line("waiting in line (position 1).");
-    server.expect_line("[#2 127.0.0.1:");
+    let waiting = start_client("waiting", port);
+    // The server's own line, not the client's notice: when the WAITING notice goes out depends
+    // on when the client's first byte reaches the server, which is not what this is about.
+    let queued = server.expect_line("] Waiting in line (position 1).");
+    assert!(queued.starts_with("[#2 127.0.0.1:"), "{queued:?}");
     (live, waiting)
 }
 
-/// The live client's half of the SIGINT test; the waiting client has a test of its own because
-/// it exposes a bug.
+/// Ctrl-C on a server with one live and one waiting client: both are told, both exit 0, and so
+/// does the server.
 #[test]
-fn sigint_on_server_tells_the_live_client_and_exits_0() {
+fn sigint_on_server_tells_the_live_and_the_waiting_client_and_all_exit_0() {
     let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
-    let (mut live, waiting) = live_and_waiting(&mut server, port);
+    let (mut live, mut waiting) = live_and_waiting(&mut server, port);
     live.expect_text("Send: ");
 
     server.interrupt();
     assert_eq!(live.expect_line("shutting down"), SHUTDOWN_LINE);
     live.expect_exit(0);
-
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0), "server: {}", server.dump());
-    let waiting = waiting.finish();
-    assert!(
-        waiting.stdout.contains(SHUTDOWN_LINE) || waiting.stderr.contains(SHUTDOWN_LINE),
-        "the waiting client was not told: {waiting:#?}"
-    );
-}
-
-#[test]
-fn sigint_on_server_tells_the_waiting_client_which_exits_0() {
-    let (mut server, port) = start_server(&["--workers", "1", "--echo"]);
-    let (_live, mut waiting) = live_and_waiting(&mut server, port);
-
-    server.interrupt();
+    // Stdin stays open until it has exited: the end must come from the server, not our input.
     waiting.wait_exit(TIMEOUT);
     let waiting = waiting.expect_exit(0);
     assert!(
         waiting.lines().contains(&SHUTDOWN_LINE),
-        "no shutdown line on stdout: {waiting:#?}"
+        "the waiting client has no shutdown line on stdout: {waiting:#?}"
     );
+
     let status = server.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "server: {}", server.dump());
 }

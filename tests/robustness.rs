@@ -456,13 +456,18 @@ fn bad_frames_get_an_error_and_a_close_while_another_client_chats_on() {
 // ---------------------------------------------------------------------------------------------
 // 2. Timeouts.
 
-/// Connects a well-behaved peer that must wait in line, first and alone.
-fn queue_behind(port: u16) -> Peer {
+/// Connects a well-behaved peer, session `id`, that must wait in line, first and alone.
+///
+/// The server's own line shows that it waits: whether a WAITING frame reaches the peer before
+/// its WELCOME depends on when its first byte reached the server, which is not what the callers
+/// test ([`Peer::expect_welcome`] reads past it).
+fn queue_behind(server: &mut Proc, port: u16, id: u32) -> Peer {
     let mut waiter = Peer::connect(port);
     waiter.send(&hello("waiter"));
+    let addr = waiter.local_addr();
     assert_eq!(
-        waiter.expect("WAITING"),
-        Frame::Waiting { position: 1 },
+        server.expect_line(&format!(" {addr}] ")),
+        format!("[#{id} {addr}] Waiting in line (position 1)."),
         "the slow peer should hold the only worker"
     );
     waiter
@@ -491,7 +496,7 @@ fn cut_off_and_replaced(
     shown: &str,
     waiter_id: u32,
 ) {
-    let waiter = queue_behind(port);
+    let waiter = queue_behind(server, port, waiter_id);
     peer.expect_error(told);
     assert_eq!(server.expect_line(" Timed out: "), shown);
     serve_waiter(waiter, waiter_id, server);
@@ -542,7 +547,7 @@ fn silent_stalling_and_idle_peers_are_cut_off_and_free_the_only_worker() {
     let mut dripper = Peer::connect(port);
     let addr = dripper.local_addr();
     dripper.send_bytes(&drip[..1]);
-    let waiter = queue_behind(port);
+    let waiter = queue_behind(&mut server, port, 6);
     dripper
         .stream
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -719,7 +724,7 @@ fn the_server_keeps_a_quiet_client_that_answers_pings_and_cuts_off_one_that_stop
     // A client whose machine or network died answers nothing, and closes nothing.
     let mut gone = Peer::connect(port);
     gone.handshake("gone");
-    let waiter = queue_behind(port);
+    let waiter = queue_behind(&mut server, port, 3);
     assert_eq!(gone.expect("PING"), Frame::Ping);
     gone.expect_error("no answer to PING within 1 s");
     assert_eq!(
@@ -995,28 +1000,35 @@ fn a_second_message_on_the_operators_turn_is_out_of_turn() {
 
 #[test]
 fn out_of_descriptors_a_new_client_is_still_told_something() {
-    let (server, port) = start_server(&["--echo", "--workers", "1"]);
+    let (mut server, port) = start_server(&["--echo", "--workers", "1"]);
     let pid = server.pid();
     let mut live = Peer::connect(port);
     assert_eq!(live.handshake("live"), 1);
     let mut waiting = Peer::connect(port);
     waiting.send(&hello("waiting"));
-    assert_eq!(waiting.expect("WAITING"), Frame::Waiting { position: 1 });
+    // The server has queued it, and so holds its descriptors, once it says so.
+    let addr = waiting.local_addr();
+    server.expect_line(&format!("[#2 {addr}] Waiting in line (position 1)."));
     // Room for one more accepted socket, none for the clone a waiting client needs: a new
     // descriptor takes the lowest free number, and must be under the limit.
     let lowest_free = lowest_free_fd(pid);
     let limit = lowest_free + 1;
+    // prlimit comes with util-linux, as on every machine this runs on: without it the test
+    // cannot do its job, and it must fail rather than pass having tested nothing.
     let limited = std::process::Command::new("prlimit")
         .args([
             "--pid",
             &pid.to_string(),
             &format!("--nofile={limit}:{limit}"),
         ])
-        .status();
-    if !limited.is_ok_and(|s| s.success()) {
-        eprintln!("prlimit is not available: skipped");
-        return;
-    }
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run prlimit (util-linux), needed to limit the server's descriptors: {e}")
+        });
+    assert!(
+        limited.success(),
+        "prlimit could not limit the server's descriptors to {limit}: {limited}"
+    );
     for n in 0..3 {
         let mut late = Peer::connect(port);
         late.send(&hello("late"));
@@ -1082,21 +1094,25 @@ impl Gate {
     }
 }
 
-/// One burst connection: HELLO, its first frame, the gate, then the rest of the chat or FULL.
-fn burst_connection(port: u16, n: usize, gate: &Gate) -> Outcome {
-    let first = Peer::try_connect(port).and_then(|mut peer| {
+/// The burst connection `n` reports its address once connected, or `None` if it could not.
+type Connected = mpsc::Sender<(usize, Option<SocketAddr>)>;
+
+/// One burst connection: connect and HELLO in one go, report the address, the gate, then the
+/// rest of the chat or FULL.
+fn burst_connection(port: u16, n: usize, connected: &Connected, gate: &Gate) -> Outcome {
+    let peer = Peer::try_connect(port).and_then(|mut peer| {
         peer.write(&hello(&format!("burst{n}")).encode())?;
-        let first = peer.recv();
-        Ok((peer, first))
+        Ok(peer)
     });
-    // Every connection has its first answer before any goes on: the server cannot free a
-    // worker meanwhile, so each wave overflows the line.
+    let _ = connected.send((n, peer.as_ref().ok().map(Peer::local_addr)));
+    // The server has admitted or refused every connection of the wave before any goes on: it
+    // cannot free a worker meanwhile, so each wave overflows the line.
     gate.arrive_and_wait();
-    let (mut peer, first) = match first {
-        Ok(got) => got,
+    let mut peer = match peer {
+        Ok(peer) => peer,
         Err(e) => return Outcome::Failed(format!("connect or HELLO: {e}")),
     };
-    let mut frame = first;
+    let mut frame = peer.recv();
     let text = format!("burst message {n}");
     let outcome = (|| {
         for _ in 0..100 {
@@ -1128,23 +1144,63 @@ fn burst_connection(port: u16, n: usize, gate: &Gate) -> Outcome {
     outcome.unwrap_or_else(Outcome::Failed)
 }
 
+/// Whether `line` is the server's word on burst connection `n` from `addr` as it arrives:
+/// served at once, waiting in line, or refused.
+fn admits(line: &str, n: usize, addr: SocketAddr) -> bool {
+    line == format!("[{addr}] Refused: the server is full.")
+        || line.ends_with(&format!(" burst{n} {addr}] Connected."))
+        || (line.starts_with("[#")
+            && line.contains(&format!(" {addr}] Waiting in line (position ")))
+}
+
+/// Waits until the server has said, for each of the `count` connections reported on
+/// `connected`, that it serves it, queues it or refuses it. The server's lines, not the frames a
+/// client receives: when a waiting client is sent WAITING depends on when its first byte
+/// reached the server.
+fn await_admissions(
+    server: &mut Proc,
+    connected: &mpsc::Receiver<(usize, Option<SocketAddr>)>,
+    count: usize,
+) {
+    let mut pending = Vec::with_capacity(count);
+    for _ in 0..count {
+        match connected.recv_timeout(PEER_TIMEOUT) {
+            Ok((n, Some(addr))) => pending.push((n, addr)),
+            // It reports its own failure.
+            Ok((_, None)) => {}
+            Err(e) => panic!("a burst connection neither connected nor failed in time: {e}"),
+        }
+    }
+    while !pending.is_empty() {
+        let line = server.expect_line("127.0.0.1:");
+        pending.retain(|&(n, addr)| !admits(&line, n, addr));
+    }
+}
+
 #[test]
 fn a_burst_of_300_connections_is_served_or_told_full_and_leaks_nothing() {
     const WAVES: usize = 10;
     const WAVE: usize = 30;
-    let (server, port) = start_server(&["--workers", "2", "--backlog", "16", "--echo"]);
+    let (mut server, port) = start_server(&["--workers", "2", "--backlog", "16", "--echo"]);
     let pid = server.pid();
     let (fds_before, rss_before) = baseline(&server, port);
 
     let (mut served, mut full) = (0, 0);
     let mut failed = Vec::new();
     for wave in 0..WAVES {
-        let gate = Gate::new(WAVE);
+        // The wave's connections, and this thread once the server has had its say on each.
+        let gate = Gate::new(WAVE + 1);
+        let (connected_tx, connected) = mpsc::channel();
         let outcomes: Vec<Outcome> = thread::scope(|s| {
             let gate = &gate;
             let threads: Vec<_> = (0..WAVE)
-                .map(|i| s.spawn(move || burst_connection(port, wave * WAVE + i, gate)))
+                .map(|i| {
+                    let connected = connected_tx.clone();
+                    s.spawn(move || burst_connection(port, wave * WAVE + i, &connected, gate))
+                })
                 .collect();
+            await_admissions(&mut server, &connected, WAVE);
+            gate.arrive_and_wait();
             threads
                 .into_iter()
                 .map(|t| {
@@ -1435,11 +1491,16 @@ fn sigint_under_load_tells_every_client_and_keeps_every_acknowledged_message() {
             .expect("both live clients chatting");
     }
 
+    // Each in line, as the server says, before the next comes: sessions 3 to 6, positions 1 to 4.
     let mut waiting: Vec<Peer> = (1..=4)
         .map(|position| {
             let mut peer = Peer::connect(port);
             peer.send(&hello("waiting"));
-            assert_eq!(peer.expect("WAITING"), Frame::Waiting { position });
+            let addr = peer.local_addr();
+            let id = position + 2;
+            server.expect_line(&format!(
+                "[#{id} {addr}] Waiting in line (position {position})."
+            ));
             peer
         })
         .collect();

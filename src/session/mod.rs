@@ -967,3 +967,6 @@ enum Fault {
     /// The socket failed.
     Io(io::Error),
 }
+
+#[cfg(test)]
+mod tests;
