@@ -23,17 +23,18 @@ fn session_and_peer() -> (Session, TcpStream) {
     (Session::new(ours, 1024, timeouts, stopper).unwrap(), peer)
 }
 
-/// Reads one whole frame from the raw peer.
-fn read_frame(peer: &mut TcpStream) -> Frame {
-    let mut reader = FrameReader::new(1024);
-    reader.read_frame(peer).unwrap()
+/// The raw peer's reader: one per peer, since one read may bring two frames.
+fn reader() -> FrameReader {
+    FrameReader::new(1024)
 }
 
 #[test]
 fn an_ack_that_comes_with_the_next_message_is_reported_after_that_message_is_acknowledged() {
     let (mut session, mut peer) = session_and_peer();
+    let mut frames = reader();
     let outbox = session.outbox();
-    let mut watch = peer.try_clone().unwrap();
+    let watch = peer.try_clone().unwrap();
+    let (acked_tx, acked) = crossbeam_channel::bounded(1);
     let running = std::thread::spawn(move || {
         let mut order = Vec::new();
         let ending = session.run(Turn::Mine, None, &mut |event| match event {
@@ -49,6 +50,7 @@ fn an_ack_that_comes_with_the_next_message_is_reported_after_that_message_is_ack
                 assert_eq!(watch.peek(&mut ack).unwrap(), 5);
                 assert_eq!(&ack, &Frame::Ack.encode()[..]);
                 order.push("acked");
+                let _ = acked_tx.send(());
             }
             Event::Received(text) => {
                 assert_eq!(text, b"hi back");
@@ -58,12 +60,17 @@ fn an_ack_that_comes_with_the_next_message_is_reported_after_that_message_is_ack
         });
         (order, ending)
     });
-    assert_eq!(read_frame(&mut peer), Frame::Message(b"hello".to_vec()));
+    assert_eq!(
+        frames.read_frame(&mut peer).unwrap(),
+        Frame::Message(b"hello".to_vec())
+    );
     let mut answer = Frame::Ack.encode();
     Frame::Message(b"hi back".to_vec()).encode_into(&mut answer);
     peer.write_all(&answer).unwrap();
-    assert_eq!(read_frame(&mut peer), Frame::Ack);
-    assert_eq!(read_frame(&mut peer), Frame::End);
+    // Read only once the session has looked: it must find the ACK there.
+    acked.recv_timeout(LIMIT).unwrap();
+    assert_eq!(frames.read_frame(&mut peer).unwrap(), Frame::Ack);
+    assert_eq!(frames.read_frame(&mut peer).unwrap(), Frame::End);
     let (order, ending) = running.join().unwrap();
     assert_eq!(order, ["acked", "received"]);
     assert!(matches!(ending, Ending::EndedByMe), "{ending}");
@@ -72,6 +79,7 @@ fn an_ack_that_comes_with_the_next_message_is_reported_after_that_message_is_ack
 #[test]
 fn end_said_from_another_thread_wakes_the_session_on_its_own_turn() {
     let (mut session, mut peer) = session_and_peer();
+    let mut frames = reader();
     let outbox = session.outbox();
     assert!(matches!(outbox.say(Speech::End), Err(Unsaid::NotYourTurn)));
     let (turn_tx, turn_rx) = crossbeam_channel::bounded(1);
@@ -87,7 +95,7 @@ fn end_said_from_another_thread_wakes_the_session_on_its_own_turn() {
     outbox.say(Speech::End).unwrap();
     let ending = running.join().unwrap();
     assert!(matches!(ending, Ending::EndedByMe), "{ending}");
-    assert_eq!(read_frame(&mut peer), Frame::End);
+    assert_eq!(frames.read_frame(&mut peer).unwrap(), Frame::End);
     assert!(matches!(
         outbox.say(Speech::Message(b"late".to_vec())),
         Err(Unsaid::Closed)
@@ -101,6 +109,7 @@ fn out_of_turn_frames_are_violations_told_to_the_peer() {
         (Frame::Message(b"me first".to_vec()), "MESSAGE out of turn"),
     ] {
         let (mut session, mut peer) = session_and_peer();
+        let mut frames = reader();
         peer.write_all(&sent.encode()).unwrap();
         // Nothing is said on this side's turn: the frame comes while it is still open.
         let ending = session.run(Turn::Mine, None, &mut |_| {});
@@ -108,7 +117,10 @@ fn out_of_turn_frames_are_violations_told_to_the_peer() {
             matches!(&ending, Ending::Violation(why) if why == reason),
             "{ending}"
         );
-        assert_eq!(read_frame(&mut peer), Frame::Error(reason.to_string()));
+        assert_eq!(
+            frames.read_frame(&mut peer).unwrap(),
+            Frame::Error(reason.to_string())
+        );
         let mut rest = Vec::new();
         peer.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty(), "more after the ERROR: {rest:?}");
