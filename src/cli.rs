@@ -184,7 +184,7 @@ fn ping_options(o: &mut Options) {
         "W",
         "timeout",
         &format!(
-            "ping: seconds to wait for each answer (default {})",
+            "ping: seconds to wait for each answer: the PONG, or the ACK and then the echo (default {})",
             DEFAULT_PING_TIMEOUT.as_secs()
         ),
         "SECS",
@@ -314,6 +314,9 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("messages", &[Mode::Ping]),
     ("quiet", &[Mode::Ping, Mode::Server]),
     ("timeout", &[Mode::Ping]),
+    // A probe is its own heartbeat, and has its own limit (-W).
+    ("idle-timeout", &[Mode::Server, Mode::Client]),
+    ("heartbeat", &[Mode::Server, Mode::Client]),
 ];
 
 /// A usage error for an option given to a mode that does not take it, or a bad pairing.

@@ -89,7 +89,7 @@ struct Routes {
 
 #[derive(Debug)]
 struct Route {
-    label: String,
+    label: Arc<str>,
     /// Where the operator's answer is said.
     outbox: Arc<Outbox>,
 }
@@ -214,7 +214,7 @@ impl Console {
                     route.label
                 )),
                 Some((id, Some(route))) => {
-                    let target = (id, route.label.clone(), Arc::clone(&route.outbox));
+                    let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
                     routes.waiting.retain(|&w| w != id);
                     Ok(target)
                 }
@@ -288,7 +288,7 @@ impl Console {
     /// The prompt for the longest-waiting session, if any session waits.
     fn prompt_text(&self, routes: &Routes) -> Option<String> {
         let id = routes.waiting.front()?;
-        let label = routes.sessions.get(id).map_or("", |r| r.label.as_str());
+        let label = routes.sessions.get(id).map_or("", |r| &*r.label);
         let others = routes.waiting.len() - 1;
         Some(if others > 0 {
             format!("Send to {label} (+{others} waiting): ")
@@ -306,12 +306,11 @@ impl Console {
         }
     }
 
-    /// `f` of session `id`'s label (`#N name`), without copying it; `f` runs under the routes
-    /// lock, so it must only format.
-    fn with_label<T>(&self, id: u32, f: impl FnOnce(&str) -> T) -> T {
+    /// Session `id`'s label (`#N name`), shared rather than copied.
+    fn label(&self, id: u32) -> Arc<str> {
         match self.routes.lock().sessions.get(&id) {
-            Some(route) => f(&route.label),
-            None => f(&format!("#{id}")),
+            Some(route) => Arc::clone(&route.label),
+            None => format!("#{id}").into(),
         }
     }
 }
@@ -382,7 +381,7 @@ impl Console {
         self.routes.lock().sessions.insert(
             id,
             Route {
-                label,
+                label: label.into(),
                 outbox: Arc::clone(outbox),
             },
         );
@@ -404,7 +403,9 @@ impl Console {
         if self.quiet && matches!(event, Event::Received(_) | Event::Acked { .. }) {
             return;
         }
-        let line = self.with_label(id, |label| match event {
+        // Formatted (and the peer's text defused) after the routes lock is released.
+        let label = self.label(id);
+        let line = match event {
             Event::MyTurn => String::new(),
             Event::Unacknowledged => format!(
                 "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
@@ -412,7 +413,7 @@ impl Console {
             Event::Received(text) => {
                 let mut line = String::with_capacity(label.len() + text.len() + 16);
                 line.push('[');
-                line.push_str(label);
+                line.push_str(&label);
                 line.push_str("] Received: ");
                 sanitize_into(&mut line, text);
                 line
@@ -425,13 +426,13 @@ impl Console {
                 "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
             ),
             Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
-        });
+        };
         self.out.line(&line);
     }
 
     /// A chat that was connected ended.
     fn ended(&self, id: u32, ending: &Ending) {
-        let line = self.with_label(id, |label| format!("[{label}] {}", describe(ending)));
+        let line = format!("[{}] {}", self.label(id), describe(ending));
         self.gone(id, &line);
     }
 

@@ -27,19 +27,38 @@ pub struct PingConfig {
     pub timeout: Duration,
 }
 
-/// What a run measured.
+/// What a run measured, in memory that does not grow with the run: exact count, minimum,
+/// maximum and mean, and percentiles from a histogram (to the microsecond below 1 ms, to three
+/// significant digits above).
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Probes sent.
+    /// Probes sent (a probe cut short by a goodbye, the user's or the server's, is not counted).
     pub sent: u64,
-    /// Round trips of the probes answered, in order.
-    pub rtts: Vec<Duration>,
+    answered: u64,
+    min: Option<Duration>,
+    max: Duration,
+    total: Duration,
+    /// Answers per bucket (see [`bucket`]).
+    buckets: Vec<u64>,
 }
 
 impl Tally {
+    /// Counts an answer that took `rtt`.
+    pub fn answered(&mut self, rtt: Duration) {
+        self.answered += 1;
+        self.min = Some(self.min.map_or(rtt, |min| min.min(rtt)));
+        self.max = self.max.max(rtt);
+        self.total += rtt;
+        let index = bucket(rtt);
+        if self.buckets.len() <= index {
+            self.buckets.resize(index + 1, 0);
+        }
+        self.buckets[index] += 1;
+    }
+
     /// Probes sent and never answered.
     pub fn lost(&self) -> u64 {
-        self.sent - self.rtts.len() as u64
+        self.sent - self.answered
     }
 
     /// `N sent, N answered, N lost`, then, when something was answered, the `rtt
@@ -48,21 +67,12 @@ impl Tally {
         let mut text = format!(
             "{} sent, {} answered, {} lost",
             self.sent,
-            self.rtts.len(),
+            self.answered,
             self.lost()
         );
-        let mut sorted = self.rtts.clone();
-        sorted.sort_unstable();
-        if let (Some(&min), Some(&max)) = (sorted.first(), sorted.last()) {
-            let total: Duration = sorted.iter().sum();
-            let avg = total / u32::try_from(sorted.len()).unwrap_or(u32::MAX);
-            let figures = [
-                min,
-                percentile(&sorted, 50),
-                avg,
-                percentile(&sorted, 99),
-                max,
-            ];
+        if let Some(min) = self.min {
+            let avg = self.total / u32::try_from(self.answered).unwrap_or(u32::MAX);
+            let figures = [min, self.percentile(50), avg, self.percentile(99), self.max];
             let figures: Vec<String> = figures.into_iter().map(seconds).collect();
             text.push_str(&format!(
                 "\nrtt min/p50/avg/p99/max = {} s",
@@ -71,12 +81,49 @@ impl Tally {
         }
         text
     }
+
+    /// The nearest-rank percentile `p`, as the upper bound of its bucket (never above the
+    /// maximum); there is at least one answer.
+    fn percentile(&self, p: u64) -> Duration {
+        let rank = (self.answered * p).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (index, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_top(index).min(self.max);
+            }
+        }
+        self.max
+    }
 }
 
-/// The nearest-rank percentile `p` of `sorted`, which is not empty.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    let rank = (sorted.len() * p).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
+/// Microseconds below which every microsecond has a bucket of its own.
+const FINE: u64 = 1000;
+/// Buckets per decade above [`FINE`]: three significant digits.
+const PER_DECADE: u64 = 900;
+
+/// The histogram bucket of `rtt`.
+fn bucket(rtt: Duration) -> usize {
+    let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+    if micros < FINE {
+        return micros as usize;
+    }
+    let decade = micros.ilog10() - 2;
+    let leading = micros / 10u64.pow(decade);
+    (FINE + u64::from(decade - 1) * PER_DECADE + (leading - 100)) as usize
+}
+
+/// The largest round trip that falls in bucket `index` (a nanosecond short of the next one).
+fn bucket_top(index: usize) -> Duration {
+    let index = index as u64;
+    let next_micros = if index < FINE {
+        index + 1
+    } else {
+        let decade = (index - FINE) / PER_DECADE + 1;
+        let leading = (index - FINE) % PER_DECADE + 100;
+        (leading + 1).saturating_mul(10u64.pow(decade as u32))
+    };
+    Duration::from_nanos(next_micros.saturating_mul(1000) - 1)
 }
 
 /// Connects, probes until the count is reached or Ctrl-C, and prints the summary.
@@ -90,20 +137,28 @@ pub fn run(config: &PingConfig) -> Result<(), Error> {
 
 /// Runs the probes over a connected stream and prints what they measured.
 pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Result<(), Error> {
-    let welcome = match session.client_handshake(&config.target.name, &mut |position| {
+    let handshake = session.client_handshake(&config.target.name, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."
         ))
-    }) {
-        Ok(welcome) => welcome,
+    });
+    let (tally, ending) = match handshake {
+        Ok(welcome) => match too_long(config, &welcome) {
+            Some(problem) => {
+                session.end();
+                return Err(Error::Chat(Ending::Violation(problem)));
+            }
+            None => {
+                if !config.quiet {
+                    out.line(&header(config, &welcome));
+                }
+                probe_until_done(&mut session, config, out)
+            }
+        },
         // Interrupted while waiting in line: nothing was sent, nothing is owed.
-        Err(Ending::Stopped(_)) => return Ok(()),
+        Err(ending @ Ending::Stopped(_)) => (Tally::default(), ending),
         Err(ending) => return Err(Error::Chat(ending)),
     };
-    if !config.quiet {
-        out.line(&header(config, &welcome));
-    }
-    let (tally, ending) = probe_until_done(&mut session, config, out);
     // The blank line keeps the summary off the `^C` a terminal echoes, as ping's does.
     out.line(&format!(
         "\n--- {}:{} ping statistics ---\n{}",
@@ -112,9 +167,26 @@ pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Resul
         tally.summary()
     ));
     match ending {
-        Ending::EndedByMe | Ending::Stopped(_) if tally.lost() == 0 => Ok(()),
+        // Every probe sent was answered: however the run ended, it measured what it sent.
+        _ if tally.lost() == 0 => {
+            if !matches!(ending, Ending::EndedByMe | Ending::Stopped(_)) {
+                out.line(&ending.to_string());
+            }
+            Ok(())
+        }
         ending => Err(Error::Chat(ending)),
     }
+}
+
+/// Why probes of the configured size cannot be sent to this server, if they cannot.
+fn too_long(config: &PingConfig, welcome: &Welcome) -> Option<String> {
+    let size = config.message_size?;
+    (size > welcome.max_message).then(|| {
+        format!(
+            "probes of {size} bytes are over the server's limit of {} bytes; give a smaller -s",
+            welcome.max_message
+        )
+    })
 }
 
 /// The first line: where, which session, what kind of probe.
@@ -151,20 +223,21 @@ fn probe_until_done(session: &mut Session, config: &PingConfig, out: &Terminal) 
             break ending;
         }
         tally.sent += 1;
-        let answered = match &payload {
+        let answer = match &payload {
             Some(payload) => session.echo_probe(payload.clone(), config.timeout),
             None => session.ping(config.timeout),
         };
-        match answered {
+        match answer {
             Ok(rtt) => {
-                tally.rtts.push(rtt);
+                tally.answered(rtt);
                 if !config.quiet {
                     out.line(&format!("seq={} time={}s", tally.sent, seconds(rtt)));
                 }
             }
             Err(ending) => {
-                // A probe cut short by the user's own Ctrl-C was not lost.
-                if matches!(ending, Ending::Stopped(_)) {
+                // A probe cut short by a goodbye (the user's Ctrl-C, the server shutting down or
+                // removing this client) was not lost: it was interrupted, and is not counted.
+                if ending.is_orderly() {
                     tally.sent -= 1;
                 }
                 break ending;
@@ -185,15 +258,43 @@ mod tests {
 
     #[test]
     fn the_summary_counts_and_orders_the_round_trips() {
-        let tally = Tally {
+        let mut tally = Tally {
             sent: 4,
-            rtts: [40, 10, 30].map(Duration::from_micros).to_vec(),
+            ..Tally::default()
         };
+        for nanos in [40_400, 10_200, 30_300] {
+            tally.answered(Duration::from_nanos(nanos));
+        }
         assert_eq!(
             tally.summary(),
             "4 sent, 3 answered, 1 lost\n\
-             rtt min/p50/avg/p99/max = 0.000010/0.000030/0.000027/0.000040/0.000040 s"
+             rtt min/p50/avg/p99/max = 0.000011/0.000031/0.000027/0.000041/0.000041 s"
         );
         assert_eq!(Tally::default().summary(), "0 sent, 0 answered, 0 lost");
+    }
+
+    #[test]
+    fn buckets_keep_microseconds_below_a_millisecond_and_three_digits_above() {
+        for micros in [0, 1, 999, 1000, 1234, 9999, 10_000, 123_456, 5_000_000] {
+            let rtt = Duration::from_micros(micros);
+            let index = bucket(rtt);
+            let top = bucket_top(index);
+            assert!(top >= rtt, "{micros} µs: top {top:?}");
+            assert!(
+                top.as_micros() as f64 <= micros as f64 * 1.01 + 1.0,
+                "{micros} µs: top {top:?} too far"
+            );
+            if index > 0 {
+                assert!(bucket_top(index - 1) < rtt, "{micros} µs");
+            }
+        }
+        let mut tally = Tally::default();
+        for micros in 1..=1000 {
+            tally.sent += 1;
+            tally.answered(Duration::from_micros(micros * 10));
+        }
+        // p50 is the 500th answer (5000 µs), p99 the 990th (9900 µs), each to three digits.
+        assert_eq!(seconds(tally.percentile(50)), "0.005010");
+        assert_eq!(seconds(tally.percentile(99)), "0.009910");
     }
 }

@@ -119,10 +119,11 @@ fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_cli
     doomed.hello("doomed");
     doomed.expect_welcome();
     doomed.send(&Frame::Message(b"boom".to_vec()));
-    // Its ACK and echo went out before the front-end heard of the message; then the connection
-    // closes.
+    // Its ACK and echo went out before the front-end heard of the message (which it does once
+    // the echo is acknowledged); then the connection closes.
     assert_eq!(doomed.recv().unwrap(), Frame::Ack);
     assert_eq!(doomed.recv().unwrap(), Frame::Message(b"boom".to_vec()));
+    doomed.send(&Frame::Ack);
     match doomed.recv() {
         Err(ReadError::Closed | ReadError::Io(_)) => {}
         other => panic!("the failed session's connection stayed open: {other:?}"),

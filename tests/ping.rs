@@ -200,27 +200,53 @@ fn ctrl_c_ends_an_endless_run_with_its_summary_and_exit_0() {
 }
 
 #[test]
-fn a_server_that_shuts_down_mid_run_ends_it_with_exit_1() {
+fn a_server_that_shuts_down_mid_run_ends_it_and_the_probes_answered_stand() {
     let (mut server, port) = start_server(&[]);
+    // Back to back, so that the shutdown most likely cuts a probe short: it is not counted.
     let mut ping = Proc::spawn(
         "ping",
+        &["ping", "127.0.0.1", &port.to_string(), "-c", "0", "-i", "0"],
+    );
+    ping.expect_line("seq=20 ");
+    server.interrupt();
+    let ping = ping.finish();
+    assert_eq!(ping.code(), 0, "{ping:#?}");
+    assert!(
+        ping.stdout
+            .contains("The server is shutting down. The chat has ended."),
+        "{ping:#?}"
+    );
+    let answered = probe_lines(&ping.stdout).len() as u64;
+    assert_clean_summary(&ping.stdout, answered);
+    assert!(server.wait_exit(TIMEOUT).success(), "{}", server.dump());
+}
+
+#[test]
+fn message_probes_over_the_servers_limit_are_refused_before_any_is_sent() {
+    let (mut server, port) = start_server(&["--echo", "--max-message", "100"]);
+    let ping = run(
         &[
             "ping",
             "127.0.0.1",
             &port.to_string(),
-            "-c",
-            "0",
-            "-i",
-            "0.02",
+            "--messages",
+            "-s",
+            "200",
         ],
+        b"",
     );
-    ping.expect_line("seq=2 ");
-    server.interrupt();
-    let ping = ping.finish();
     assert_eq!(ping.code(), 1, "{ping:#?}");
-    assert!(ping.stderr.contains("shutting down"), "{ping:#?}");
-    assert!(ping.stdout.contains(" answered, 0 lost"), "{ping:#?}");
-    assert!(server.wait_exit(TIMEOUT).success(), "{}", server.dump());
+    assert!(
+        ping.stderr
+            .contains("probes of 200 bytes are over the server's limit of 100 bytes"),
+        "{ping:#?}"
+    );
+    assert!(!ping.stdout.contains("seq="), "{ping:#?}");
+    // The prober said goodbye properly.
+    assert_eq!(
+        server.expect_line("left the chat"),
+        "[#1] The other side left the chat."
+    );
 }
 
 #[test]
@@ -232,6 +258,7 @@ fn ping_options_outside_ping_and_nonsense_values_are_usage_errors() {
         &["ping", "127.0.0.1", "1", "-c", "-3"],
         &["ping", "127.0.0.1", "1", "-W", "0"],
         &["ping", "127.0.0.1", "1", "--echo"],
+        &["ping", "127.0.0.1", "1", "--heartbeat", "5"],
         &["client", "127.0.0.1", "1", "-c", "3"],
         &["server", "127.0.0.1", "0", "--messages"],
     ] {

@@ -526,7 +526,9 @@ impl Session {
     fn my_turn(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
         self.outbox.lock().floor = Floor::Open;
         events(Event::MyTurn);
-        self.acknowledged(None, events)
+        let rtt = self.await_ack(None)?;
+        self.report_ack(rtt, events);
+        Ok(Turn::Peer)
     }
 
     fn peer_turn(
@@ -564,18 +566,24 @@ impl Session {
             writer.floor = sent_at.as_ref().map_or(Floor::Peer, |&at| Floor::Sent(at));
         }
         drop(writer);
-        // These reports run while the answer's ACK is on its way: a slow front-end can
-        // lengthen this side's measured round trip, never the peer's.
+        let sent = sent_at.map_err(|e| self.io_fault(e));
+        if answer.is_some() && refusal.is_none() {
+            // The answer is out: its ACK is awaited before anything is reported, so that the
+            // time this side takes to report is in neither round trip it measures.
+            let acked = sent.and_then(|_| self.await_ack(self.timeouts.idle));
+            self.report_held_ack(events);
+            events(Event::Received(&message));
+            events(Event::MyTurn);
+            self.report_ack(acked?, events);
+            return Ok(Turn::Peer);
+        }
+        // These reports run after the ACK went out: a slow front-end never delays it.
         self.report_held_ack(events);
-        sent_at.map_err(|e| self.io_fault(e))?;
+        sent?;
         events(Event::Received(&message));
-        match (answer, refusal) {
-            (None, _) => Ok(Turn::Mine),
-            (Some(_), None) => {
-                events(Event::MyTurn);
-                self.acknowledged(self.timeouts.idle, events)
-            }
-            (Some(_), Some(unsaid)) => {
+        match refusal {
+            None => Ok(Turn::Mine),
+            Some(unsaid) => {
                 match unsaid {
                     Unsaid::TooLong { len, max } => events(Event::TooLong { len, max }),
                     Unsaid::Unsendable(why) => events(Event::Unsendable(why)),
@@ -587,7 +595,7 @@ impl Session {
         }
     }
 
-    /// Reports the ACK whose report [`Session::acknowledged`] held back, if any.
+    /// Reports the ACK whose report [`Session::report_ack`] held back, if any.
     fn report_held_ack(&mut self, events: &mut dyn FnMut(Event<'_>)) {
         if let Some(rtt) = self.held_ack.take() {
             events(Event::Acked { rtt });
@@ -595,41 +603,35 @@ impl Session {
     }
 
     /// Waits at most `idle` for the ACK of this side's message, which is out or about to go out
-    /// (an ACK before it is out is the peer's violation).
-    fn acknowledged(
-        &mut self,
-        idle: Option<Duration>,
-        events: &mut dyn FnMut(Event<'_>),
-    ) -> Result<Turn, Fault> {
+    /// (an ACK before it is out is the peer's violation); returns its round trip, from just
+    /// before the message's write to the arrival of the ACK's bytes.
+    fn await_ack(&mut self, idle: Option<Duration>) -> Result<Duration, Fault> {
         let frame = self.recv(idle, Awaited::Ack)?;
-        let floor = self.outbox.lock().floor;
-        match (frame, floor) {
+        let mut writer = self.outbox.lock();
+        match (frame, writer.floor) {
             // The front-end said END; whatever the peer sent since (an original server ACKs the
             // `end` it was sent) comes too late to matter.
             (_, Floor::Closed) => Err(Fault::Done(Ending::EndedByMe)),
-            (Frame::Ack, Floor::Sent(sent_at)) => self.acked(sent_at, events),
-            (other, _) => Err(self.terminal_or_unexpected(other)),
+            (Frame::Ack, Floor::Sent(sent_at)) => {
+                writer.floor = Floor::Peer;
+                Ok(self.last_heard.saturating_duration_since(sent_at))
+            }
+            (other, _) => {
+                drop(writer);
+                Err(self.terminal_or_unexpected(other))
+            }
         }
     }
 
-    /// The ACK of the message sent at `sent_at` has come: reports its round trip (or holds the
-    /// report, see below) and passes the turn.
-    fn acked(
-        &mut self,
-        sent_at: Instant,
-        events: &mut dyn FnMut(Event<'_>),
-    ) -> Result<Turn, Fault> {
-        self.outbox.lock().floor = Floor::Peer;
-        // The ACK's bytes were timed as they arrived ([`Session::heard`]).
-        let rtt = self.last_heard.saturating_duration_since(sent_at);
+    /// Reports an ACK's round trip, or holds the report when the peer's next message came with
+    /// the ACK (an echo, a quick answer): that message is acknowledged first, so that printing
+    /// this report never delays it.
+    fn report_ack(&mut self, rtt: Duration, events: &mut dyn FnMut(Event<'_>)) {
         if self.reader.has_buffered() {
-            // The peer's next message came with the ACK (an echo, a quick answer): it is
-            // acknowledged first, so that printing this report never delays it.
             self.held_ack = Some(rtt);
         } else {
             events(Event::Acked { rtt });
         }
-        Ok(Turn::Peer)
     }
 
     /// Reads the next frame of the chat. `idle` bounds the wait for it (PINGs do not count);
