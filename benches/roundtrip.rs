@@ -57,9 +57,9 @@
 //! message-to-ACK medians in the split-cpu placement (unpinned without taskset); `rtt_ratio_*` and
 //! `turn_ratio_*` are chat/bare p50 ratios at 16 B in the placement they name (`na` for a pinned
 //! placement without taskset); `throughput_ratio_w2_c8` and `throughput_ratio_w8_c8` are chat /
-//! bare pool turns per second at C = 8, in split-cpu (unpinned without taskset);
-//! `server_rss_*_kib` come from (d), `rtt_under_1us` from (e). Each ratio is computed from the
-//! rounded figures printed beside it.
+//! bare pool turns per second at C = 8, in split-cpu (unpinned without taskset), as the median of
+//! the ratios of runs paired round by round; `server_rss_*_kib` come from (d), `rtt_under_1us`
+//! from (e). The latency ratios are computed from the rounded figures printed beside them.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -259,7 +259,8 @@ impl Plan {
             cores: thread::available_parallelism().map_or(1, |n| n.get()),
             small_rounds: scaled(150.0),
             large_rounds: scaled(50.0),
-            load_rounds: scaled(12.0),
+            // Every order of the three servers, three times.
+            load_rounds: scaled(18.0),
             per_client: scaled(250.0).max(20),
             // Ten times what the default run takes: only a broken run meets it.
             lifetime: Duration::from_secs_f64(600.0 * scale.max(1.0)),
@@ -974,6 +975,26 @@ impl Measured {
         rates.sort_unstable();
         percentile(&rates, 0.5) as f64
     }
+
+    /// Chat over `target` in turns per second at (W, C): the median of the ratios of the runs
+    /// paired round by round (each round runs every server once, back to back), so that a
+    /// round the whole machine ran slow in counts against both.
+    fn paired_ratio(&self, workers: usize, clients: usize, target: Target) -> Option<f64> {
+        let rate = |run: &LoadRun| run.turns as f64 / (run.wall_ns.max(1) as f64 / 1e9);
+        let chat = self.runs(workers, clients, Target::Chat);
+        let other = self.runs(workers, clients, target);
+        let mut ratios: Vec<f64> = chat
+            .iter()
+            .zip(other)
+            .map(|(c, o)| rate(c) / rate(o))
+            .filter(|r| r.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        Some(ratios[(ratios.len() - 1) / 2])
+    }
 }
 
 /// Comma-separated whole numbers.
@@ -1190,7 +1211,8 @@ fn print_loads(measured: &Measured, plan: &Plan) {
     println!();
     println!(
         "(c) throughput, {SMALL} B turns, {} per client, {} runs each: turns/s (median run); \
-         completion ms (first/median/last client, median over runs)",
+         ratio: median of the runs' ratios, paired round by round; completion ms \
+         (first/median/last client, median over runs)",
         plan.per_client, plan.load_rounds
     );
     println!(
@@ -1204,8 +1226,8 @@ fn print_loads(measured: &Measured, plan: &Plan) {
             println!(
                 "{workers:>3}{clients:>4}{chat:>10.0}{pool:>11.0}{:>8}{per_connection:>10.0}\
                  {:>8}{:>22}{:>22}",
-                show_ratio(ratio(chat, pool)),
-                show_ratio(ratio(chat, per_connection)),
+                show_ratio(measured.paired_ratio(workers, clients, Target::Pool)),
+                show_ratio(measured.paired_ratio(workers, clients, Target::PerConnection)),
                 completion(measured.runs(workers, clients, Target::Chat)),
                 completion(measured.runs(workers, clients, Target::Pool)),
             );
@@ -1262,14 +1284,8 @@ fn summary(results: &[(Placement, Option<Measured>)], rss: &Rss, under_1us: usiz
             |m| format!("{:.1}", p50(m, Measure::Rtt, target)),
         )
     };
-    let throughput = |workers: usize| {
-        show_ratio(main.and_then(|m| {
-            ratio(
-                m.rate(workers, 8, Target::Chat),
-                m.rate(workers, 8, Target::Pool),
-            )
-        }))
-    };
+    let throughput =
+        |workers: usize| show_ratio(main.and_then(|m| m.paired_ratio(workers, 8, Target::Pool)));
     let kib = |v: Option<u64>| v.map_or_else(|| "na".to_string(), |v| v.to_string());
     format!(
         "summary: rtt_p50_us={} bare_rtt_p50_us={} rtt_ratio_same_cpu={} rtt_ratio_split_cpu={} \
