@@ -1,7 +1,7 @@
 //! Round-trip benchmark: what the chat costs per message, per turn and per session, set beside
 //! bare TCP servers doing the same exchange, with every process placed on CPUs by `taskset`.
 //!
-//! Run it with `cargo bench --bench roundtrip` (about 30 s on 2 cores, more on a busy machine).
+//! Run it with `cargo bench --bench roundtrip` (about 35 s on 2 cores, more on a busy machine).
 //! `CHAT_BENCH_SCALE` (a positive float, default 1.0) multiplies every iteration count (rounds of
 //! blocks, throughput runs, turns per client; each at least 1, turns at least 20):
 //! `CHAT_BENCH_SCALE=0.02 cargo bench --bench roundtrip` is the few-second run CI uses, larger
