@@ -1,6 +1,7 @@
 //! The command line: getopts flags turned into a checked configuration, and errors into exit codes.
 
 use std::ffi::OsString;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use getopts::{Matches, Options};
@@ -9,7 +10,7 @@ use crate::client::{self, ClientConfig, Target};
 use crate::console::ConsoleConfig;
 use crate::error::Error;
 use crate::ping::PingConfig;
-use crate::protocol::DEFAULT_MAX_MESSAGE;
+use crate::protocol::{DEFAULT_MAX_MESSAGE, MAX_NAME};
 use crate::server::ServerConfig;
 use crate::session::{DEFAULT_HEARTBEAT, Timeouts};
 
@@ -48,22 +49,27 @@ pub enum Command {
 pub fn main(args: Vec<OsString>) -> i32 {
     let result = parse(&args).and_then(|(command, notice)| {
         if let Some(notice) = notice {
-            eprintln!("{notice}");
+            say_to(&mut io::stderr(), &notice);
         }
         run(command)
     });
     match result {
         Ok(()) => 0,
         Err(Error::Usage(message)) => {
-            eprintln!("error: {message}");
-            eprintln!("{}", usage());
+            say_to(&mut io::stderr(), &format!("error: {message}\n{}", usage()));
             2
         }
         Err(e) => {
-            eprintln!("{e}");
+            say_to(&mut io::stderr(), &e.to_string());
             e.exit_code()
         }
     }
+}
+
+/// Writes `text` and a newline; a closed stream (`--help | head -1`) is nobody's error, and
+/// must not become a panic as `println!` would.
+fn say_to(stream: &mut impl Write, text: &str) {
+    let _ = writeln!(stream, "{text}").and_then(|()| stream.flush());
 }
 
 /// Carries out a parsed command.
@@ -73,7 +79,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Client(config) => crate::client::run(&config),
         Command::Ping(config) => crate::ping::run(&config),
         Command::Print(text) => {
-            println!("{text}");
+            say_to(&mut io::stdout(), &text);
             Ok(())
         }
     }
@@ -92,7 +98,12 @@ fn options() -> Options {
 fn common_options(o: &mut Options) {
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
-    o.optopt("n", "name", "name shown to the other side", "NAME");
+    o.optopt(
+        "n",
+        "name",
+        &format!("name shown to the other side (at most {MAX_NAME} bytes)"),
+        "NAME",
+    );
     o.optopt(
         "",
         "max-message",
@@ -237,10 +248,17 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         )),
         _ => None,
     };
+    let name = matches.opt_str("name").unwrap_or_default();
+    if name.len() > MAX_NAME {
+        return Err(Error::Usage(format!(
+            "--name is {} bytes; give at most {MAX_NAME}",
+            name.len()
+        )));
+    }
     let target = Target {
         host: host.unwrap_or_else(|| DEFAULT_HOST.to_string()),
         port,
-        name: matches.opt_str("name").unwrap_or_default(),
+        name,
         max_message: number(&matches, "max-message", 1, MAX_MAX_MESSAGE as u64)?
             .map_or(DEFAULT_MAX_MESSAGE, |n| n as usize),
         timeouts: timeouts(&matches, mode)?,

@@ -60,9 +60,16 @@ pub struct ClientConfig {
 /// client) is `Ok`; everything else is an [`Error`].
 pub fn run(config: &ClientConfig) -> Result<(), Error> {
     let out = Arc::new(Terminal::stdout());
+    // The seed's words; an IPv6 address in brackets, so that its last colon is not the port's.
+    let host = &config.target.host;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     out.line(&format!(
-        "Trying to connect to server: {}: {}",
-        config.target.host, config.target.port
+        "Trying to connect to server: {host}: {}",
+        config.target.port
     ));
     let session = config.target.open_session()?;
     chat(session, config, io::BufReader::new(io::stdin()), out)

@@ -2,7 +2,7 @@
 //! operator's replies (or the echo responder, with `--echo`).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +39,16 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         handle.clone(),
         config.echo,
         config.quiet,
+        !io::stdin().is_terminal(),
     ));
     let on_signal = handle.clone();
     ctrlc::set_handler(move || on_signal.shutdown())
         .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
     console.out.line(&format!(
-        "The server is waiting for clients to connect on {} ({} workers{}).",
+        "The server is waiting for clients to connect on {} ({} worker{}{}).",
         server.local_addr(),
         config.server.workers,
+        if config.server.workers == 1 { "" } else { "s" },
         match (config.echo, config.quiet) {
             (true, true) => ", echo, quiet",
             (true, false) => ", echo",
@@ -75,6 +77,9 @@ pub struct Console {
     echo: bool,
     /// No line per message.
     quiet: bool,
+    /// The operator's lines come from a pipe (a script): an answer with nobody to take it waits
+    /// for the next session that is owed one.
+    piped: bool,
     routes: Mutex<Routes>,
 }
 
@@ -83,6 +88,11 @@ pub struct Console {
 struct Routes {
     /// Sessions waiting for an answer, the longest-waiting first.
     waiting: VecDeque<u32>,
+    /// Piped answers read while nobody was owed one, oldest first: each goes to the next
+    /// session that is.
+    held: VecDeque<Vec<u8>>,
+    /// The operator's input has ended: the server shuts down once `held` is delivered.
+    input_ended: bool,
     /// Each live session's label (`#N name`) and outbox.
     sessions: HashMap<u32, Route>,
 }
@@ -107,12 +117,19 @@ Commands:
 
 impl Console {
     /// A console printing to `out` for the server behind `server`.
-    pub fn new(out: Terminal, server: ServerHandle, echo: bool, quiet: bool) -> Console {
+    pub fn new(
+        out: Terminal,
+        server: ServerHandle,
+        echo: bool,
+        quiet: bool,
+        piped: bool,
+    ) -> Console {
         Console {
             out,
             server,
             echo,
             quiet,
+            piped,
             routes: Mutex::new(Routes::default()),
         }
     }
@@ -134,9 +151,21 @@ impl Console {
             self.command(&line);
             self.refresh_prompt();
         }
-        if !self.server.is_shutting_down() {
+        let held = {
+            let mut routes = self.routes.lock();
+            routes.input_ended = true;
+            routes.held.len()
+        };
+        if self.server.is_shutting_down() {
+            return;
+        }
+        if held == 0 {
             self.out.line("End of input: shutting down.");
             self.server.shutdown();
+        } else {
+            self.out.line(&format!(
+                "End of input: shutting down once the {held} held answer(s) are delivered."
+            ));
         }
     }
 
@@ -201,25 +230,31 @@ impl Console {
     /// Sends the operator's `text` to session `to`, or to the longest-waiting session.
     fn answer(&self, to: Option<u32>, text: Vec<u8>) {
         // Decided under the routes lock; said, and printed, after it.
-        let target = {
-            let mut routes = self.routes.lock();
-            let id = to.or_else(|| routes.waiting.front().copied());
-            match id.map(|id| (id, routes.sessions.get(&id))) {
-                None => Err("Nobody is waiting for an answer; nothing was sent.".to_string()),
-                Some((id, None)) => Err(format!(
-                    "Error: there is no session #{id}; nothing was sent."
-                )),
-                Some((id, Some(route))) if !routes.waiting.contains(&id) => Err(format!(
-                    "Error: it is not your turn with {}; nothing was sent.",
-                    route.label
-                )),
-                Some((id, Some(route))) => {
-                    let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
-                    routes.waiting.retain(|&w| w != id);
-                    Ok(target)
+        let target =
+            {
+                let mut routes = self.routes.lock();
+                let id = to.or_else(|| routes.waiting.front().copied());
+                match id.map(|id| (id, routes.sessions.get(&id))) {
+                    None if self.piped && to.is_none() => {
+                        routes.held.push_back(text.clone());
+                        Err("Held: nobody is owed an answer yet; it goes to the next client who is."
+                        .to_string())
+                    }
+                    None => Err("Nobody is waiting for an answer; nothing was sent.".to_string()),
+                    Some((id, None)) => Err(format!(
+                        "Error: there is no session #{id}; nothing was sent."
+                    )),
+                    Some((id, Some(route))) if !routes.waiting.contains(&id) => Err(format!(
+                        "Error: it is not your turn with {}; nothing was sent.",
+                        route.label
+                    )),
+                    Some((id, Some(route))) => {
+                        let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
+                        routes.waiting.retain(|&w| w != id);
+                        Ok(target)
+                    }
                 }
-            }
-        };
+            };
         let (id, label, outbox) = match target {
             Ok(target) => target,
             Err(message) => return self.out.line(&message),
@@ -291,7 +326,7 @@ impl Console {
         let label = routes.sessions.get(id).map_or("", |r| &*r.label);
         let others = routes.waiting.len() - 1;
         Some(if others > 0 {
-            format!("Send to {label} (+{others} waiting): ")
+            format!("Send to {label} (+{others} more to answer): ")
         } else {
             format!("Send to {label}: ")
         })
@@ -391,12 +426,7 @@ impl Console {
     fn session_event(&self, id: u32, event: Event<'_>) {
         if event == Event::MyTurn {
             if !self.echo {
-                let mut routes = self.routes.lock();
-                if !routes.waiting.contains(&id) {
-                    routes.waiting.push_back(id);
-                }
-                drop(routes);
-                self.refresh_prompt();
+                self.owed(id);
             }
             return;
         }
@@ -428,6 +458,48 @@ impl Console {
             Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
         };
         self.out.line(&line);
+    }
+
+    /// Session `id` is owed an answer: a held one goes to it at once; otherwise it waits in the
+    /// operator's queue.
+    fn owed(&self, id: u32) {
+        let delivery = {
+            let mut routes = self.routes.lock();
+            match routes.held.pop_front() {
+                Some(text) => {
+                    let outbox = routes.sessions.get(&id).map(|r| Arc::clone(&r.outbox));
+                    Some((text, outbox))
+                }
+                None => {
+                    if !routes.waiting.contains(&id) {
+                        routes.waiting.push_back(id);
+                    }
+                    None
+                }
+            }
+        };
+        let Some((text, outbox)) = delivery else {
+            return self.refresh_prompt();
+        };
+        let speech = if text == b"end" {
+            Speech::End
+        } else {
+            Speech::Message(text.clone())
+        };
+        if outbox.is_none_or(|outbox| outbox.say(speech).is_err()) {
+            // It ended meanwhile: the answer waits for the next one.
+            self.routes.lock().held.push_front(text);
+            return;
+        }
+        let done = {
+            let routes = self.routes.lock();
+            routes.input_ended && routes.held.is_empty()
+        };
+        if done {
+            self.out
+                .line("End of input: every held answer delivered; shutting down.");
+            self.server.shutdown();
+        }
     }
 
     /// A chat that was connected ended.

@@ -377,3 +377,47 @@ fn a_quiet_echo_server_prints_arrivals_and_endings_but_no_line_per_message() {
         "{refused:#?}"
     );
 }
+
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    // `client_server_chat --help | head -1`, with the reader already gone.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_client_server_chat"))
+        .arg("--help")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run --help");
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    assert!(
+        !String::from_utf8_lossy(&status.stderr).contains("panicked"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn small_words_are_right_one_worker_a_bracketed_ipv6_and_a_name_too_long_refused() {
+    let (server, _port) = start_server(&["--echo", "-w", "1"]);
+    assert!(
+        server.dump().contains("(1 worker, echo)."),
+        "{}",
+        server.dump()
+    );
+    let port = free_port().to_string();
+    let client = run(&["client", "::1", &port], b"");
+    assert_eq!(
+        client.lines().first().copied(),
+        Some(format!("Trying to connect to server: [::1]: {port}").as_str()),
+        "{client:#?}"
+    );
+    let long = "n".repeat(65);
+    let refused = run(&["client", "127.0.0.1", &port, "--name", &long], b"");
+    assert_eq!(refused.code(), 2, "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("--name is 65 bytes; give at most 64"),
+        "{refused:#?}"
+    );
+}

@@ -70,8 +70,8 @@ fn three_waiting_for_the_operator(server: &mut Proc, port: u16) -> [Proc; 3] {
         [("alice", 1), ("bob", 2), ("carol", 3)].map(|(name, id)| join(server, port, name, id).0);
     let prompts = [
         "Send to #1 alice: ",
-        "Send to #1 alice (+1 waiting): ",
-        "Send to #1 alice (+2 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
+        "Send to #1 alice (+2 more to answer): ",
     ];
     for ((client, (label, text)), prompt) in clients
         .iter_mut()
@@ -94,7 +94,7 @@ fn alice_and_carol_waiting_bob_silent(server: &mut Proc, port: u16) -> [Proc; 3]
         &mut carol,
         "#3 carol",
         "c1",
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
     );
     [alice, bob, carol]
 }
@@ -182,9 +182,17 @@ fn plain_lines_answer_the_longest_waiting_session_first() {
     let (mut server, port) = start_server(&[]);
     let [mut alice, mut bob, mut carol] = three_waiting_for_the_operator(&mut server, port);
 
-    operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "to alice");
+    operator_types(
+        &mut server,
+        "Send to #1 alice (+2 more to answer): ",
+        "to alice",
+    );
     delivered(&mut server, "#1 alice");
-    operator_types(&mut server, "Send to #2 bob (+1 waiting): ", "to bob");
+    operator_types(
+        &mut server,
+        "Send to #2 bob (+1 more to answer): ",
+        "to bob",
+    );
     delivered(&mut server, "#2 bob");
     operator_types(&mut server, "Send to #3 carol: ", "to carol");
     delivered(&mut server, "#3 carol");
@@ -193,14 +201,44 @@ fn plain_lines_answer_the_longest_waiting_session_first() {
     assert_eq!(next_received(&mut bob), "Received: to bob");
     assert_eq!(next_received(&mut carol), "Received: to carol");
 
-    // Nobody waits any more: a plain line goes nowhere, and says so.
-    server.send_line("to nobody");
-    server.expect_line("Nobody is waiting for an answer; nothing was sent.");
-
+    // Nobody waits any more: a piped line is held for the next client owed an answer.
+    server.send_line("to the next one");
+    server.expect_line("Held: nobody is owed an answer yet; it goes to the next client who is.");
     for client in [alice, bob, carol] {
         let done = client.expect_exit(0);
-        assert!(!done.stdout.contains("to nobody"), "{done:#?}");
+        assert!(!done.stdout.contains("to the next one"), "{done:#?}");
     }
+    let mut dave = common::start_client("dave", port);
+    dave.expect_line("Connected!");
+    dave.send_line("hi, dave here");
+    assert_eq!(next_received(&mut dave), "Received: to the next one");
+}
+
+#[test]
+fn piped_answers_wait_for_their_client_and_the_end_of_input_waits_for_them() {
+    // The original program's way: `printf 'pong1\npong2\n' | server`, then a client.
+    let (mut server, port) = start_server(&[]);
+    server.send_line("pong1");
+    server.send_line("pong2");
+    server.close_stdin();
+    server.expect_line("End of input: shutting down once the 2 held answer(s) are delivered.");
+    let client = common::run(
+        &["client", "127.0.0.1", &port.to_string()],
+        b"ping1\nping2\n",
+    );
+    assert_eq!(client.code(), 0, "{client:#?}");
+    let received: Vec<&str> = client
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("Received: "))
+        .collect();
+    assert_eq!(
+        received,
+        ["Received: pong1", "Received: pong2"],
+        "{client:#?}"
+    );
+    server.expect_line("every held answer delivered; shutting down.");
+    assert!(server.wait_exit(TIMEOUT).success(), "{}", server.dump());
 }
 
 #[test]
@@ -211,7 +249,7 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     // Carol is answered first, out of order.
     operator_answers(
         &mut server,
-        "Send to #1 alice (+2 waiting): ",
+        "Send to #1 alice (+2 more to answer): ",
         "@3 to carol",
         "#3 carol",
         &mut carol,
@@ -222,19 +260,19 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     // exist, nor with a malformed @.
     operator_is_refused(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "@3 again",
         "Error: it is not your turn with #3 carol; nothing was sent.",
     );
     operator_is_refused(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "@9 ghost",
         "Error: there is no session #9; nothing was sent.",
     );
     operator_is_refused(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "@x nobody",
         "Error: write @N TEXT, where N is a session number.",
     );
@@ -246,11 +284,11 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
         &mut carol,
         "#3 carol",
         "c2",
-        "Send to #1 alice (+2 waiting): ",
+        "Send to #1 alice (+2 more to answer): ",
     );
     operator_answers(
         &mut server,
-        "Send to #1 alice (+2 waiting): ",
+        "Send to #1 alice (+2 more to answer): ",
         "@3 second",
         "#3 carol",
         &mut carol,
@@ -258,7 +296,7 @@ fn at_n_answers_out_of_order_and_refuses_a_session_whose_turn_it_is_not() {
     );
     operator_answers(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "to alice",
         "#1 alice",
         &mut alice,
@@ -368,7 +406,7 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     // A kick of nobody is an error.
     operator_is_refused(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "/kick 9 why",
         "Error: there is no session #9.",
     );
@@ -376,7 +414,7 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     // Bob, on his own turn, is kicked with a reason.
     operator_types(
         &mut server,
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
         "/kick 2 too chatty",
     );
     assert_eq!(
@@ -401,7 +439,11 @@ fn kick_tells_the_client_why_and_frees_its_worker_for_the_next_in_line() {
     erin.expect_line("All workers are busy: you are waiting in line (position 1).");
 
     // Carol, waiting for the operator's answer, is kicked: she leaves the queue.
-    operator_types(&mut server, "Send to #1 alice (+1 waiting): ", "/kick 3");
+    operator_types(
+        &mut server,
+        "Send to #1 alice (+1 more to answer): ",
+        "/kick 3",
+    );
     assert_eq!(
         server.expect_line("[#3 carol]"),
         "[#3 carol] Kicked: kicked by the operator"
@@ -453,7 +495,7 @@ fn a_killed_client_owed_an_answer_is_reported_and_the_prompt_moves_on() {
     // The prompt names the next in line at once, and a plain line goes to Bob.
     operator_answers(
         &mut server,
-        "Send to #2 bob (+1 waiting): ",
+        "Send to #2 bob (+1 more to answer): ",
         "to bob",
         "#2 bob",
         &mut bob,
@@ -569,9 +611,13 @@ fn three_clients_then_shutdown(shutdown: impl FnOnce(&mut Proc), announcement: &
         &mut alice,
         "#1 alice",
         "a1",
-        "Send to #3 carol (+1 waiting): ",
+        "Send to #3 carol (+1 more to answer): ",
     );
-    operator_types(&mut server, "Send to #3 carol (+1 waiting): ", "to carol");
+    operator_types(
+        &mut server,
+        "Send to #3 carol (+1 more to answer): ",
+        "to carol",
+    );
     delivered(&mut server, "#3 carol");
 
     shutdown(&mut server);
@@ -693,17 +739,18 @@ fn a_reply_typed_just_after_the_client_died_is_reported_as_not_delivered() {
     let alice = alice.kill_and_collect();
     assert!(alice.status.code().is_none(), "not killed: {alice:#?}");
     server.send_line("for alice");
-    // Either the console already knew she had left (nothing sent) or the reply went out and was
-    // never acknowledged (not delivered): both must be said. Anything else is a silent loss.
-    let said = (0..10)
-        .map(|_| server.expect_line(""))
-        .find(|line| line.contains("Not delivered") || line.contains("nothing was sent"));
+    // Either the console already knew she had left (the piped line is then held for the next
+    // client) or the reply went out and was never acknowledged (not delivered): both must be
+    // said. Anything else is a silent loss.
+    let said = (0..10).map(|_| server.expect_line("")).find(|line| {
+        line.contains("Not delivered") || line.starts_with("Held: nobody is owed an answer yet")
+    });
     assert!(
         said.is_some(),
         "the reply to the departed Alice vanished without a word: {}",
         server.dump()
     );
-    server.close_stdin();
+    server.interrupt();
     assert_eq!(server.finish().code(), 0);
 }
 
@@ -713,12 +760,16 @@ fn end_as_an_answer_ends_only_that_chat() {
     let [alice, mut bob, carol] = three_waiting_for_the_operator(&mut server, port);
 
     // A plain `end` ends the chat with the longest-waiting, `@N end` the one named.
-    operator_types(&mut server, "Send to #1 alice (+2 waiting): ", "end");
+    operator_types(&mut server, "Send to #1 alice (+2 more to answer): ", "end");
     assert_eq!(
         server.expect_line("[#1 alice] "),
         "[#1 alice] You ended the chat."
     );
-    operator_types(&mut server, "Send to #2 bob (+1 waiting): ", "@3 end");
+    operator_types(
+        &mut server,
+        "Send to #2 bob (+1 more to answer): ",
+        "@3 end",
+    );
     assert_eq!(
         server.expect_line("[#3 carol] "),
         "[#3 carol] You ended the chat."
@@ -761,7 +812,7 @@ fn a_client_interrupted_while_owed_an_answer_leaves_the_queue() {
         &mut bob,
         "#2 bob",
         "b1",
-        "Send to #1 alice (+1 waiting): ",
+        "Send to #1 alice (+1 more to answer): ",
     );
 
     // Ctrl-C on Alice's side while the operator owes her an answer: she says goodbye.
