@@ -112,6 +112,9 @@ pub fn chat(
             Err(ending) => ending,
         }
     };
+    if matches!(ending, Ending::Stopped(StopReason::Interrupt)) {
+        out.after_interrupt();
+    }
     out.clear_prompt();
     match ending {
         Ending::Stopped(_) => {

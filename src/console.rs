@@ -41,9 +41,12 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         config.quiet,
         !io::stdin().is_terminal(),
     ));
-    let on_signal = handle.clone();
-    ctrlc::set_handler(move || on_signal.shutdown())
-        .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
+    let on_signal = Arc::clone(&console);
+    ctrlc::set_handler(move || {
+        on_signal.out.after_interrupt();
+        on_signal.server.shutdown();
+    })
+    .map_err(|e| Error::io("setting up Ctrl-C")(io::Error::other(e)))?;
     console.out.line(&format!(
         "The server is waiting for clients to connect on {} ({} worker{}{}).",
         server.local_addr(),

@@ -71,6 +71,17 @@ impl Terminal {
         *shown = Some(prompt.to_string());
     }
 
+    /// The terminal echoed `^C` where the cursor was: takes that line away (and redraws the
+    /// prompt that was on it), so that what is printed next does not share a line with `^C`.
+    /// Nothing to do when stdout is not a terminal.
+    pub fn after_interrupt(&self) {
+        if !self.stdout_is_tty {
+            return;
+        }
+        let shown = self.prompt.lock();
+        write_out(&format!("\r\x1b[2K{}", shown.as_deref().unwrap_or("")));
+    }
+
     /// Takes the prompt away without printing anything.
     pub fn clear_prompt(&self) {
         // The lock is held while writing, so that no other line comes between.
