@@ -251,10 +251,18 @@ impl Typist {
             } else {
                 Speech::Message(line)
             };
-            let refusal = match self.outbox.say(speech) {
-                Ok(()) | Err(Unsaid::Closed | Unsaid::Failed(_) | Unsaid::NotYourTurn) => {
-                    // Said; or the chat is over (or not this side's turn, which the session
-                    // reports otherwise): either way nothing more is said now.
+            let refusal = match self.outbox.say(speech.clone()) {
+                Ok(()) | Err(Unsaid::Closed | Unsaid::Failed(_)) => {
+                    // Said; or the chat is over, which the session reports.
+                    typed.my_turn = false;
+                    return;
+                }
+                Err(Unsaid::NotYourTurn) => {
+                    // Not this side's turn after all: the line waits for it.
+                    typed.lines.push_front(match speech {
+                        Speech::Message(line) => line,
+                        Speech::End => b"end".to_vec(),
+                    });
                     typed.my_turn = false;
                     return;
                 }

@@ -276,8 +276,9 @@ impl Console {
             Err(Unsaid::NotYourTurn) => {
                 format!("Error: it is not your turn with {label}; nothing was sent.")
             }
-            Err(Unsaid::Closed | Unsaid::Failed(_)) => {
-                return self.report_undelivered(&label);
+            Err(Unsaid::Closed) => return self.report_undelivered(&label),
+            Err(Unsaid::Failed(e)) => {
+                format!("[{label}] Not delivered: writing the answer to the client failed: {e}")
             }
         };
         // Still this session's turn: it waits first in line again.

@@ -292,3 +292,95 @@ fn an_io_error_says_what_was_being_done_and_keeps_its_cause() {
         "{source}"
     );
 }
+
+/// Echoes, and reports every event to the test.
+struct Recorder(Sender<String>);
+
+impl Frontend for Recorder {
+    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+        Some(Box::new(EchoResponder))
+    }
+
+    fn event(&self, event: ServerEvent<'_>) {
+        let _ = self.0.send(format!("{event:?}"));
+    }
+}
+
+#[test]
+fn clients_who_left_the_line_leave_no_trace_that_refuses_a_newcomer() {
+    let config = ServerConfig {
+        workers: 1,
+        backlog: 2,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], config).unwrap();
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let (events, heard) = crossbeam_channel::unbounded();
+    let serving = std::thread::spawn(move || server.serve(Arc::new(Recorder(events))));
+    let mut live = Peer::connect(addr);
+    live.hello("live");
+    live.expect_welcome();
+    // More clients come and go than the line has room for.
+    for _ in 0..3 {
+        let mut leaver = Peer::connect(addr);
+        leaver.hello("leaver");
+        assert_eq!(leaver.recv().unwrap(), Frame::Waiting { position: 1 });
+        leaver.stream.shutdown(Shutdown::Both).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let left = std::iter::from_fn(|| heard.recv_deadline(deadline).ok())
+            .any(|event| event.starts_with("LeftLine"));
+        assert!(left, "the server never saw the client leave the line");
+    }
+    assert!(handle.waiting().is_empty(), "{:?}", handle.waiting());
+    // The line is empty: there is room for two.
+    let mut first = Peer::connect(addr);
+    first.hello("first");
+    assert_eq!(first.recv().unwrap(), Frame::Waiting { position: 1 });
+    let mut second = Peer::connect(addr);
+    second.hello("second");
+    assert_eq!(second.recv().unwrap(), Frame::Waiting { position: 2 });
+    // And the line is served in order.
+    live.send(&Frame::End);
+    first.expect_welcome();
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}
+
+/// Keeps each session's outbox, as a front-end routing replies would, and panics on `boom`.
+struct Hoarder(parking_lot::Mutex<Vec<Arc<client_server_chat::session::Outbox>>>);
+
+impl Frontend for Hoarder {
+    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
+        Some(Box::new(EchoResponder))
+    }
+
+    fn event(&self, event: ServerEvent<'_>) {
+        match event {
+            ServerEvent::Connected { outbox, .. } => self.0.lock().push(Arc::clone(outbox)),
+            ServerEvent::Session {
+                event: client_server_chat::session::Event::Received(b"boom"),
+                ..
+            } => panic!("the front-end fails on purpose"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_panicked_session_is_closed_even_while_its_front_end_holds_its_outbox() {
+    let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], ServerConfig::default()).unwrap();
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let serving = std::thread::spawn(move || server.serve(Arc::new(Hoarder(Default::default()))));
+    let mut doomed = Peer::connect(addr);
+    doomed.hello("doomed");
+    doomed.expect_welcome();
+    doomed.echo_turn(b"boom");
+    match doomed.recv() {
+        Err(ReadError::Closed | ReadError::Io(_)) => {}
+        other => panic!("the failed session's connection stayed open: {other:?}"),
+    }
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}

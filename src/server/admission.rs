@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use super::{Frontend, Live, ServerEvent, ServerHandle, Shared, State, WaitingSummary};
 use crate::protocol::Frame;
+use crate::session::Stopper;
 use crate::wire::{Dialect, Opening, identify};
 
 /// How often the line keeper looks at the clients waiting in line, while there are any: how
@@ -25,12 +26,23 @@ const KEEPER_TICK: Duration = Duration::from_millis(200);
 /// message); beyond it they stay in the socket for the session, and the keeper stops looking.
 const EARLY_LIMIT: usize = 4096;
 
-/// A connection on its way to a worker.
+/// A wake-up for a worker: one is sent for each client admitted to the line, which is the queue
+/// itself, so the worker takes whoever is first in it. A client that leaves the line leaves its
+/// wake-up behind, which is harmless (the worker finds the line shorter, or empty), and so the
+/// channel never holds fewer wake-ups than the line holds clients.
 #[derive(Debug)]
-pub(super) struct Job {
+pub(super) struct Job;
+
+/// A client a worker took from the line, registered as live.
+#[derive(Debug)]
+pub(super) struct Taken {
     pub(super) id: u32,
     pub(super) peer: SocketAddr,
     pub(super) stream: TcpStream,
+    /// Bytes read while it waited, for its session.
+    pub(super) early: Vec<u8>,
+    /// Its registry entry; `None` when its stopper could not be made (out of descriptors).
+    pub(super) live: Option<Arc<Live>>,
 }
 
 /// A client in the waiting line.
@@ -49,6 +61,8 @@ pub(super) struct Queued {
 
 #[derive(Debug, Default)]
 struct Watch {
+    /// The connection itself, until a worker takes it.
+    stream: Option<TcpStream>,
     /// Bytes read while it waited, handed to its session.
     early: Vec<u8>,
     /// Whether it speaks our frames (only such a client is sent notices: to an original client
@@ -56,6 +70,9 @@ struct Watch {
     speaks_frames: Option<bool>,
     /// The place it was last told (0: none yet).
     told: u32,
+    /// The line's generation when that place was worked out: an older reckoning, told late,
+    /// never overwrites a newer one.
+    told_generation: u64,
     /// A worker took it: nobody else touches its socket.
     taken: bool,
     /// It closed its end (or its connection failed).
@@ -92,14 +109,20 @@ impl Queued {
         }
     }
 
-    /// Tells the client its place in line, if it speaks frames and was told another.
-    fn tell(&self, position: u32) {
+    /// Tells the client its place in line, as worked out at `generation`, if it speaks frames
+    /// and was told another since.
+    fn tell(&self, position: u32, generation: u64) {
         let mut watch = self.watch.lock();
-        if watch.taken || watch.gone || watch.speaks_frames != Some(true) || watch.told == position
+        if watch.taken
+            || watch.gone
+            || watch.speaks_frames != Some(true)
+            || watch.told == position
+            || watch.told_generation > generation
         {
             return;
         }
         watch.told = position;
+        watch.told_generation = generation;
         if !notify(&self.stream, &Frame::Waiting { position }) {
             watch.gone = true;
         }
@@ -172,19 +195,22 @@ fn admit(shared: &Shared, stream: TcpStream, jobs: &Sender<Job>, frontend: &dyn 
             return refuse(&stream, peer, frontend);
         }
     };
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-        jobs.try_send(Job { id, peer, stream })
-    {
+    // A full channel holds at least as many wake-ups as the line has clients (those of clients
+    // who left stay behind): the newcomer needs none of its own.
+    if let Err(TrySendError::Disconnected(_)) = jobs.try_send(Job) {
         drop(state);
-        return refuse(&job.stream, peer, frontend);
+        return refuse(&stream, peer, frontend);
     }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let queued = Arc::new(Queued {
         id,
         peer,
         since: Instant::now(),
         stream: notices,
-        watch: Mutex::new(Watch::default()),
+        watch: Mutex::new(Watch {
+            stream: Some(stream),
+            ..Watch::default()
+        }),
     });
     state.waiting.push_back(Arc::clone(&queued));
     let position = position(state.live.len(), state.waiting.len() - 1, config.workers);
@@ -192,7 +218,7 @@ fn admit(shared: &Shared, stream: TcpStream, jobs: &Sender<Job>, frontend: &dyn 
     shared.line_changed.notify_all();
     if position > 0 {
         queued.look();
-        queued.tell(position);
+        tell_positions(shared);
         frontend.event(ServerEvent::Waiting { id, peer, position });
     }
     true
@@ -243,42 +269,65 @@ fn keep_line(shared: &Shared, frontend: &dyn Frontend) {
             state.waiting = staying;
             gone.into_iter().collect()
         };
-        for queued in &left {
-            close_quietly(&queued.stream);
-            frontend.event(ServerEvent::LeftLine {
-                id: queued.id,
-                peer: queued.peer,
-            });
-        }
+        report_left(&left, frontend);
         tell_positions(shared);
     }
 }
 
-/// Takes client `id` out of the line for a worker, registering it as `live` in the same step:
-/// its early bytes, or `None` when it is no longer in line (it left, or shutdown turned it away).
-pub(super) fn take(shared: &Shared, id: u32, live: Option<Arc<Live>>) -> Option<Vec<u8>> {
-    let queued = {
-        let mut state = shared.state.lock();
-        let index = state.waiting.iter().position(|queued| queued.id == id)?;
-        let queued = state.waiting.remove(index)?;
-        if let Some(live) = live {
-            state.live.insert(id, live);
+/// Takes the first client in line for a worker, registering it as live in the same step (so
+/// that nobody counts it in neither, and tells another client it is served at once); `None` when
+/// the line is empty. Clients seen leaving and not yet dropped by the keeper are passed over, and
+/// returned for the keeper's report.
+pub(super) fn take(shared: &Shared) -> (Option<Taken>, Vec<Arc<Queued>>) {
+    let mut left = Vec::new();
+    let mut state = shared.state.lock();
+    while let Some(queued) = state.waiting.pop_front() {
+        let mut watch = queued.watch.lock();
+        let Some(stream) = watch.stream.take().filter(|_| !watch.gone) else {
+            drop(watch);
+            left.push(queued);
+            continue;
+        };
+        watch.taken = true;
+        // A `dup`, which does not wait on anything: fine under the lock.
+        let live = Stopper::new(&stream)
+            .ok()
+            .map(|stopper| Arc::new(Live::new(queued.peer, stopper)));
+        if let Some(live) = &live {
+            state.live.insert(queued.id, Arc::clone(live));
         }
-        queued
-    };
-    let mut watch = queued.watch.lock();
-    watch.taken = true;
-    Some(std::mem::take(&mut watch.early))
+        let taken = Taken {
+            id: queued.id,
+            peer: queued.peer,
+            stream,
+            early: std::mem::take(&mut watch.early),
+            live,
+        };
+        return (Some(taken), left);
+    }
+    (None, left)
+}
+
+/// Reports clients that left the line, and closes our end of each.
+pub(super) fn report_left(left: &[Arc<Queued>], frontend: &dyn Frontend) {
+    for queued in left {
+        close_quietly(&queued.stream);
+        frontend.event(ServerEvent::LeftLine {
+            id: queued.id,
+            peer: queued.peer,
+        });
+    }
 }
 
 /// Tells every waiting client its place, where it changed.
 pub(super) fn tell_positions(shared: &Shared) {
-    let places: Vec<(Arc<Queued>, u32)> = {
-        let state = shared.state.lock();
-        places(&state, shared.config.workers)
+    let (places, generation) = {
+        let mut state = shared.state.lock();
+        state.generation += 1;
+        (places(&state, shared.config.workers), state.generation)
     };
     for (queued, position) in places {
-        queued.tell(position);
+        queued.tell(position, generation);
     }
 }
 

@@ -166,6 +166,8 @@ struct State {
     waiting: VecDeque<Arc<Queued>>,
     live: BTreeMap<u32, Arc<Live>>,
     shutting_down: bool,
+    /// Counts the reckonings of places in line, so that a late notice never undoes a newer one.
+    generation: u64,
 }
 
 #[derive(Debug)]

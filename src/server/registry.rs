@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::admission::{self, Job};
+use super::admission::{self, Job, Taken};
 use super::{Frontend, ServerEvent, ServerHandle, SessionSummary, Shared};
 use crate::ending::{Ending, StopReason};
 use crate::protocol::Frame;
@@ -39,7 +39,7 @@ struct Registered<'a> {
 }
 
 impl Live {
-    fn new(peer: SocketAddr, stopper: Arc<Stopper>) -> Live {
+    pub(super) fn new(peer: SocketAddr, stopper: Arc<Stopper>) -> Live {
         Live {
             peer,
             hello: OnceLock::new(),
@@ -57,6 +57,9 @@ impl Drop for Registered<'_> {
         self.shared.state.lock().live.remove(&self.id);
         admission::tell_positions(self.shared);
         if std::thread::panicking() {
+            // A front-end may still hold the session's outbox, a copy of its socket: close the
+            // connection itself, so that the client hears of the end.
+            self.live.stopper.force_close();
             // The worker pool survives the panic; the front-end must hear of the session.
             self.frontend.event(ServerEvent::Failed {
                 id: self.id,
@@ -67,19 +70,22 @@ impl Drop for Registered<'_> {
 }
 
 /// A worker's whole handling of one connection: from the waiting line to the end of the chat.
-pub(super) fn run_job(shared: &Shared, frontend: &dyn Frontend, job: Job) {
-    let Job { id, peer, stream } = job;
-    // Out of descriptors, there is no stopper, and the client is turned away.
-    let live = Stopper::new(&stream)
-        .ok()
-        .map(|stopper| Arc::new(Live::new(peer, stopper)));
-    // Out of the line and into the registry in one step (so that nobody counts it in neither,
-    // and tells another client it is served at once), before anything else can fail.
-    let Some(early) = admission::take(shared, id, live.clone()) else {
-        // It left while waiting, or shutdown has already told it.
+pub(super) fn run_job(shared: &Shared, frontend: &dyn Frontend, _wake_up: Job) {
+    let (taken, left) = admission::take(shared);
+    admission::report_left(&left, frontend);
+    // None: whoever this wake-up was for left the line, or shutdown already told them.
+    let Some(Taken {
+        id,
+        peer,
+        stream,
+        early,
+        live,
+    }) = taken
+    else {
         return;
     };
     let Some(live) = live else {
+        // Out of descriptors: the client is told, as when the line is full.
         admission::turn_away(&stream, &Frame::Full);
         frontend.event(ServerEvent::Refused { peer });
         admission::tell_positions(shared);

@@ -67,7 +67,8 @@ impl Responder for EchoResponder {
 /// Something that happened in a session, for the front-end to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// This side's turn began: its front-end may say something through the [`Outbox`].
+    /// This side's turn began: its front-end may say something through the [`Outbox`]. With a
+    /// responder, the answer is already out when this is reported, and nothing more may be said.
     MyTurn,
     /// The peer acknowledged the last message; `rtt` runs from its write to the ACK's arrival.
     Acked {

@@ -29,7 +29,15 @@ impl Session {
                 Ok(t) => turn = t,
                 Err(fault) => {
                     self.report_held_ack(events);
-                    if matches!(self.outbox.lock().floor, Floor::Sent(_)) {
+                    // Closed in the same step as the check, so that a message said meanwhile
+                    // is either counted here or refused.
+                    let unacknowledged = {
+                        let mut writer = self.outbox.lock();
+                        let sent = matches!(writer.floor, Floor::Sent(_));
+                        writer.floor = Floor::Closed;
+                        sent
+                    };
+                    if unacknowledged {
                         events(Event::Unacknowledged);
                     }
                     return self.fail(fault);
