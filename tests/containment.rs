@@ -4,15 +4,15 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use client_server_chat::error::Error;
 use client_server_chat::protocol::{Frame, VERSION};
-use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent};
+use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use client_server_chat::session::{EchoResponder, Responder};
 use client_server_chat::wire::{FrameReader, ReadError};
 use crossbeam_channel::Sender;
@@ -81,39 +81,54 @@ impl Peer {
 // ---------------------------------------------------------------------------------------------
 // A session that panics.
 
-/// Echoes, reports every event to the test, and panics on the message `boom`.
-struct Fragile(Sender<String>);
+/// Echoes and reports every event to the test; a fragile one panics on the message `boom`.
+struct Recorder {
+    events: Sender<String>,
+    fragile: bool,
+}
 
-impl Frontend for Fragile {
+impl Frontend for Recorder {
     fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
         Some(Box::new(EchoResponder))
     }
 
     fn event(&self, event: ServerEvent<'_>) {
-        let text = format!("{event:?}");
-        let _ = self.0.send(text);
-        if let ServerEvent::Session {
-            event: client_server_chat::session::Event::Received(b"boom"),
-            ..
-        } = event
+        let _ = self.events.send(format!("{event:?}"));
+        if self.fragile
+            && let ServerEvent::Session {
+                event: client_server_chat::session::Event::Received(b"boom"),
+                ..
+            } = event
         {
             panic!("the front-end fails on purpose");
         }
     }
 }
 
-#[test]
-fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_client() {
+/// The library's server with one worker and `backlog`, serving `frontend` on a thread.
+fn serve_one_worker(
+    backlog: usize,
+    frontend: impl Frontend,
+) -> (SocketAddr, ServerHandle, JoinHandle<Result<(), Error>>) {
     let config = ServerConfig {
         workers: 1,
-        backlog: 1,
+        backlog,
         ..ServerConfig::default()
     };
     let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], config).unwrap();
-    let addr = server.local_addr();
-    let handle = server.handle();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = std::thread::spawn(move || server.serve(Arc::new(frontend)));
+    (addr, handle, serving)
+}
+
+#[test]
+fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_client() {
     let (events, heard) = crossbeam_channel::unbounded();
-    let serving = std::thread::spawn(move || server.serve(Arc::new(Fragile(events))));
+    let fragile = Recorder {
+        events,
+        fragile: true,
+    };
+    let (addr, handle, serving) = serve_one_worker(1, fragile);
 
     let mut doomed = Peer::connect(addr);
     doomed.hello("doomed");
@@ -186,22 +201,13 @@ fn a_client_that_leaves_the_line_is_dropped_from_it_and_those_behind_move_up() {
     );
 }
 
-/// The lowest descriptor number the process does not use: the next one it will get.
-fn lowest_free_fd(pid: u32) -> usize {
-    let used: HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).expect("a free number")
-}
-
 #[test]
 fn a_waiting_client_whose_hand_off_fails_is_told_and_the_line_moves_on() {
     let (mut server, port) = start_server(&["--echo", "-w", "1"]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let pid = server.pid();
     // Every descriptor from here on belongs to the clients below.
-    let first_client_fd = lowest_free_fd(pid);
+    let first_client_fd = common::lowest_free_fd(pid);
     let mut live = Peer::connect(addr);
     live.hello("live");
     live.expect_welcome();
@@ -212,15 +218,7 @@ fn a_waiting_client_whose_hand_off_fails_is_told_and_the_line_moves_on() {
     // No new descriptor from now on, not even those the live session frees: the worker cannot
     // clone the waiting client's socket when it takes it.
     let limit = first_client_fd;
-    let limited = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
-    assert!(limited.success(), "prlimit failed: {limited}");
+    common::limit_descriptors(pid, limit);
     live.send(&Frame::End);
 
     // The waiting client is told, not left hanging, and the server says so.
@@ -293,31 +291,14 @@ fn an_io_error_says_what_was_being_done_and_keeps_its_cause() {
     );
 }
 
-/// Echoes, and reports every event to the test.
-struct Recorder(Sender<String>);
-
-impl Frontend for Recorder {
-    fn responder(&self, _id: u32) -> Option<Box<dyn Responder + Send>> {
-        Some(Box::new(EchoResponder))
-    }
-
-    fn event(&self, event: ServerEvent<'_>) {
-        let _ = self.0.send(format!("{event:?}"));
-    }
-}
-
 #[test]
 fn clients_who_left_the_line_leave_no_trace_that_refuses_a_newcomer() {
-    let config = ServerConfig {
-        workers: 1,
-        backlog: 2,
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], config).unwrap();
-    let addr = server.local_addr();
-    let handle = server.handle();
     let (events, heard) = crossbeam_channel::unbounded();
-    let serving = std::thread::spawn(move || server.serve(Arc::new(Recorder(events))));
+    let recorder = Recorder {
+        events,
+        fragile: false,
+    };
+    let (addr, handle, serving) = serve_one_worker(2, recorder);
     let mut live = Peer::connect(addr);
     live.hello("live");
     live.expect_welcome();
@@ -369,10 +350,7 @@ impl Frontend for Hoarder {
 
 #[test]
 fn a_panicked_session_is_closed_even_while_its_front_end_holds_its_outbox() {
-    let server = Server::bind(&["127.0.0.1:0".parse().unwrap()], ServerConfig::default()).unwrap();
-    let addr = server.local_addr();
-    let handle = server.handle();
-    let serving = std::thread::spawn(move || server.serve(Arc::new(Hoarder(Default::default()))));
+    let (addr, handle, serving) = serve_one_worker(1, Hoarder(Default::default()));
     let mut doomed = Peer::connect(addr);
     doomed.hello("doomed");
     doomed.expect_welcome();

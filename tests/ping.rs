@@ -6,6 +6,14 @@ mod common;
 
 use common::{Proc, TIMEOUT, run, start_client, start_server};
 
+/// Runs `ping 127.0.0.1 PORT ARGS...` to its end.
+fn ping(port: u16, args: &[&str]) -> common::Finished {
+    let port = port.to_string();
+    let mut all = vec!["ping", "127.0.0.1", &port];
+    all.extend_from_slice(args);
+    run(&all, b"")
+}
+
 /// The `seq=N time=S.SSSSSSs` lines of `stdout`, as (N, the time's text).
 fn probe_lines(stdout: &str) -> Vec<(u64, String)> {
     stdout
@@ -59,18 +67,7 @@ fn assert_clean_summary(stdout: &str, answered: u64) {
 #[test]
 fn ping_times_each_probe_against_an_operator_server_that_never_types() {
     let (mut server, port) = start_server(&["-n", "hub"]);
-    let ping = run(
-        &[
-            "ping",
-            "127.0.0.1",
-            &port.to_string(),
-            "-c",
-            "5",
-            "-i",
-            "0.01",
-        ],
-        b"",
-    );
+    let ping = ping(port, &["-c", "5", "-i", "0.01"]);
     assert_eq!(ping.code(), 0, "{ping:#?}");
     assert!(
         ping.stdout
@@ -96,21 +93,9 @@ fn ping_times_each_probe_against_an_operator_server_that_never_types() {
 #[test]
 fn message_probes_are_echoed_and_quiet_prints_only_the_summary() {
     let (mut server, port) = start_server(&["--echo"]);
-    let ping = run(
-        &[
-            "ping",
-            "127.0.0.1",
-            &port.to_string(),
-            "--messages",
-            "-s",
-            "300",
-            "-c",
-            "3",
-            "-i",
-            "0",
-            "-q",
-        ],
-        b"",
+    let ping = ping(
+        port,
+        &["--messages", "-s", "300", "-c", "3", "-i", "0", "-q"],
     );
     assert_eq!(ping.code(), 0, "{ping:#?}");
     assert_eq!(
@@ -129,19 +114,7 @@ fn message_probes_are_echoed_and_quiet_prints_only_the_summary() {
 #[test]
 fn message_probes_to_a_server_that_does_not_echo_are_lost_and_exit_1() {
     let (_server, port) = start_server(&[]);
-    let ping = run(
-        &[
-            "ping",
-            "127.0.0.1",
-            &port.to_string(),
-            "--messages",
-            "-c",
-            "3",
-            "-W",
-            "0.3",
-        ],
-        b"",
-    );
+    let ping = ping(port, &["--messages", "-c", "3", "-W", "0.3"]);
     assert_eq!(ping.code(), 1, "{ping:#?}");
     assert!(
         ping.stdout.contains("1 sent, 0 answered, 1 lost"),
@@ -224,17 +197,7 @@ fn a_server_that_shuts_down_mid_run_ends_it_and_the_probes_answered_stand() {
 #[test]
 fn message_probes_over_the_servers_limit_are_refused_before_any_is_sent() {
     let (mut server, port) = start_server(&["--echo", "--max-message", "100"]);
-    let ping = run(
-        &[
-            "ping",
-            "127.0.0.1",
-            &port.to_string(),
-            "--messages",
-            "-s",
-            "200",
-        ],
-        b"",
-    );
+    let ping = ping(port, &["--messages", "-s", "200"]);
     assert_eq!(ping.code(), 1, "{ping:#?}");
     assert!(
         ping.stderr

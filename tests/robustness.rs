@@ -218,15 +218,6 @@ fn settle_fds(pid: u32, target: usize, within: Duration) -> usize {
     }
 }
 
-/// The lowest descriptor number the process does not use: the next one it will get.
-fn lowest_free_fd(pid: u32) -> usize {
-    let used: HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).expect("a free number")
-}
-
 /// The server's descriptors as `fd -> target`, for a failure message or the report.
 fn fd_list(pid: u32) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -1014,24 +1005,9 @@ fn out_of_descriptors_a_new_client_is_still_told_something() {
     server.expect_line(&format!("[#2 {addr}] Waiting in line (position 1)."));
     // Room for one more accepted socket, none for the clone a waiting client needs: a new
     // descriptor takes the lowest free number, and must be under the limit.
-    let lowest_free = lowest_free_fd(pid);
+    let lowest_free = common::lowest_free_fd(pid);
     let limit = lowest_free + 1;
-    // prlimit comes with util-linux, as on every machine this runs on: without it the test
-    // cannot do its job, and it must fail rather than pass having tested nothing.
-    let limited = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run prlimit (util-linux), needed to limit the server's descriptors: {e}")
-        });
-    assert!(
-        limited.success(),
-        "prlimit could not limit the server's descriptors to {limit}: {limited}"
-    );
+    common::limit_descriptors(pid, limit);
     for n in 0..3 {
         let mut late = Peer::connect(port);
         late.send(&hello("late"));

@@ -503,3 +503,32 @@ pub fn assert_hi_then_end_transcript(
     assert_eq!(lines[6], "Send: end");
     assert_eq!(lines[7], "The chat has ended.");
 }
+
+/// Limits process `pid` to descriptors numbered below `limit` with `prlimit` (util-linux, on
+/// every machine this runs on); a test that needs it fails, rather than passing having tested
+/// nothing, when it cannot be run.
+pub fn limit_descriptors(pid: u32, limit: usize) {
+    let limited = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run prlimit (util-linux), needed to limit the server's descriptors: {e}")
+        });
+    assert!(
+        limited.success(),
+        "prlimit could not limit the server's descriptors to {limit}: {limited}"
+    );
+}
+
+/// The lowest descriptor number process `pid` does not use: the next one it will get.
+pub fn lowest_free_fd(pid: u32) -> usize {
+    let used: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).expect("a free number")
+}
