@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
+use crate::access::{self, Block, Rules};
 use crate::client::{self, ClientConfig, Target};
 use crate::console::ConsoleConfig;
 use crate::error::Error;
@@ -156,6 +157,36 @@ fn server_options(o: &mut Options) {
         "",
         "echo",
         "server: answer every message with itself, without an operator",
+    );
+    o.optmulti(
+        "",
+        "allow",
+        "server: let this address or CIDR block in (repeatable); with any, everyone else is kept out",
+        "SPEC",
+    );
+    o.optmulti(
+        "",
+        "deny",
+        "server: keep this address or CIDR block out (repeatable; wins over --allow)",
+        "SPEC",
+    );
+    o.optmulti(
+        "",
+        "allow-file",
+        "server: --allow each SPEC of FILE (one a line, # comments)",
+        "FILE",
+    );
+    o.optmulti(
+        "",
+        "deny-file",
+        "server: --deny each SPEC of FILE (one a line, # comments)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "max-per-host",
+        "server: most connections, live and waiting, from one address (default: no limit)",
+        "N",
     );
 }
 
@@ -323,6 +354,11 @@ impl Mode {
 /// Options that only some modes take, and which.
 const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("workers", &[Mode::Server]),
+    ("allow", &[Mode::Server]),
+    ("deny", &[Mode::Server]),
+    ("allow-file", &[Mode::Server]),
+    ("deny-file", &[Mode::Server]),
+    ("max-per-host", &[Mode::Server]),
     ("backlog", &[Mode::Server]),
     ("echo", &[Mode::Server]),
     ("legacy", &[Mode::Client]),
@@ -404,8 +440,29 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
             max_message: target.max_message,
             name: target.name,
             timeouts: target.timeouts,
+            access: Rules {
+                allow: blocks(matches, "allow", "allow-file")?,
+                deny: blocks(matches, "deny", "deny-file")?,
+            },
+            max_per_host: number(matches, "max-per-host", 1, 100_000)?.map(|n| n as usize),
         },
     })
+}
+
+/// The blocks given with `--FLAG SPEC` and in `--FILE_FLAG FILE`s.
+fn blocks(matches: &Matches, flag: &str, file_flag: &str) -> Result<Vec<Block>, Error> {
+    let mut blocks = Vec::new();
+    for spec in matches.opt_strs(flag) {
+        blocks.push(Block::parse(&spec).map_err(|why| Error::Usage(format!("--{flag}: {why}")))?);
+    }
+    for file in matches.opt_strs(file_flag) {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::Usage(format!("cannot read --{file_flag} {file}: {e}")))?;
+        let specs = access::parse_file(&text)
+            .map_err(|why| Error::Usage(format!("--{file_flag} {file}, {why}")))?;
+        blocks.extend(specs);
+    }
+    Ok(blocks)
 }
 
 fn ping_config(matches: &Matches, target: Target) -> Result<PingConfig, Error> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
+use crate::server::{Frontend, KeptOut, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoResponder, Ending, Event, Outbox, Responder, Speech, Unsaid};
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::{sanitize, sanitize_into};
@@ -115,6 +115,7 @@ Commands:
   //TEXT         send a line that starts with '/'
   /list          sessions, whose turn it is, and the clients waiting in line
   /kick N [WHY]  remove session N, telling it why
+  /allow SPEC    let an address or CIDR block in (/deny SPEC: keep it out)
   /quit          shut the server down (as Ctrl-C)
   /help          this list";
 
@@ -210,6 +211,22 @@ impl Console {
             "quit" => {
                 self.out.line("Shutting down.");
                 self.server.shutdown();
+            }
+            "allow" | "deny" if args.is_empty() => self
+                .out
+                .line(&format!("Error: write /{name} SPEC (an address or a CIDR block).")),
+            "allow" | "deny" => {
+                let changed = if name == "allow" {
+                    self.server.allow(args)
+                } else {
+                    self.server.deny(args)
+                };
+                match changed {
+                    Ok(rules) => self.out.line(&format!(
+                        "{rules} (sessions already connected stay; /kick N to end one)"
+                    )),
+                    Err(why) => self.out.line(&format!("Error: {why}; nothing changed.")),
+                }
             }
             "kick" => {
                 let (id, reason) = args.split_once(' ').unwrap_or((args, ""));
@@ -321,6 +338,8 @@ impl Console {
                 format_duration(w.waited)
             ));
         }
+        text.push('\n');
+        text.push_str(&self.server.access().describe());
         self.out.line(&text);
     }
 
@@ -371,6 +390,21 @@ impl Frontend for Arc<Console> {
             ServerEvent::Refused { peer } => self
                 .out
                 .line(&format!("[{peer}] Refused: the server is full.")),
+            ServerEvent::Kept {
+                peer,
+                why,
+                unreported,
+            } => {
+                let why = match why {
+                    KeptOut::NotAllowed => "not allowed",
+                    KeptOut::TooManyFromHost => "too many connections from this address",
+                };
+                let more = unreported.map_or(String::new(), |(count, since)| {
+                    format!(" ({count} more since {})", clock(since))
+                });
+                self.out
+                    .line(&format!("[{}] Refused: {why}{more}.", peer.ip()))
+            }
             ServerEvent::Connected {
                 id,
                 peer,
@@ -544,6 +578,19 @@ fn describe(ending: &Ending) -> String {
         ),
         other => other.to_string(),
     }
+}
+
+/// A wall-clock time as `HH:MM:SS`, UTC.
+fn clock(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn format_duration(d: Duration) -> String {

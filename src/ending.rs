@@ -26,6 +26,9 @@ pub enum Ending {
     PeerEnded,
     /// The connection closed without an END.
     PeerVanished,
+    /// The server closed the connection before it welcomed this client, without a word (its
+    /// access rules keep this address out, or it is out of resources).
+    NotWelcomed,
     /// Another thread stopped the session; the peer was told.
     Stopped(StopReason),
     /// The server said it is shutting down.
@@ -64,6 +67,10 @@ impl fmt::Display for Ending {
             Ending::EndedByMe => write!(f, "The chat has ended."),
             Ending::PeerEnded => write!(f, "The other side left the chat."),
             Ending::PeerVanished => write!(f, "The other side left the chat (connection closed)."),
+            Ending::NotWelcomed => write!(
+                f,
+                "The server closed the connection without welcoming this client: it may not let this address in."
+            ),
             Ending::Stopped(StopReason::Shutdown) => {
                 write!(f, "Closed: the server is shutting down.")
             }

@@ -7,12 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::{Frontend, Live, ServerEvent, ServerHandle, Shared, State, WaitingSummary};
+use super::{
+    Frontend, KeptOut, Live, ServerConfig, ServerEvent, ServerHandle, Shared, State, WaitingSummary,
+};
 use crate::protocol::Frame;
 use crate::session::Stopper;
 use crate::wire::{Dialect, Opening, identify};
@@ -25,6 +27,21 @@ const KEEPER_TICK: Duration = Duration::from_millis(200);
 /// The most a waiting client's early bytes are kept (a HELLO, or an original client's first
 /// message); beyond it they stay in the socket for the session, and the keeper stops looking.
 const EARLY_LIMIT: usize = 4096;
+
+/// How often a refused address is reported at most.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Addresses whose refusals are counted at most; beyond, the oldest counts are forgotten (a scan
+/// from many addresses must not grow the server's memory).
+const REPORTS_KEPT: usize = 4096;
+
+/// An address's refusals since it was last reported.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeptOutReport {
+    reported: Instant,
+    unreported: u64,
+    first_unreported: SystemTime,
+}
 
 /// A wake-up for a worker: one is sent for each client admitted to the line, which is the queue
 /// itself, so the worker takes whoever is first in it. A client that leaves the line leaves its
@@ -186,6 +203,20 @@ fn admit(shared: &Shared, stream: TcpStream, jobs: &Sender<Job>, frontend: &dyn 
         turn_away(&stream, &Frame::Shutdown);
         return false;
     }
+    if let Some(why) = kept_out(&state, config, peer.ip()) {
+        // Closed before anything is read or kept for it: no worker, no place in line.
+        let report = count_refusal(&mut state, peer.ip());
+        drop(state);
+        drop(stream);
+        if let Some(unreported) = report {
+            frontend.event(ServerEvent::Kept {
+                peer,
+                why,
+                unreported,
+            });
+        }
+        return true;
+    }
     let occupied = state.live.len() + state.waiting.len();
     // Out of descriptors, the clone fails: the client is told, as when the line is full.
     let notices = match stream.try_clone() {
@@ -222,6 +253,54 @@ fn admit(shared: &Shared, stream: TcpStream, jobs: &Sender<Job>, frontend: &dyn 
         frontend.event(ServerEvent::Waiting { id, peer, position });
     }
     true
+}
+
+/// Why the access rules or the per-host limit keep `ip` out, if they do.
+fn kept_out(state: &State, config: &ServerConfig, ip: IpAddr) -> Option<KeptOut> {
+    if !state.access.permits(ip) {
+        return Some(KeptOut::NotAllowed);
+    }
+    let limit = config.max_per_host?;
+    let live = state.live.values().filter(|live| live.peer().ip() == ip);
+    let waiting = state.waiting.iter().filter(|queued| queued.peer.ip() == ip);
+    (live.count() + waiting.count() >= limit).then_some(KeptOut::TooManyFromHost)
+}
+
+/// Counts a refusal of `ip`; `Some` when it is to be reported now, with the refusals since the
+/// last report that were not.
+fn count_refusal(state: &mut State, ip: IpAddr) -> Option<Option<(u64, SystemTime)>> {
+    let now = Instant::now();
+    if state.kept_out.len() >= REPORTS_KEPT {
+        state
+            .kept_out
+            .retain(|_, report| now.duration_since(report.reported) < REPORT_EVERY);
+        if state.kept_out.len() >= REPORTS_KEPT {
+            state.kept_out.clear();
+        }
+    }
+    match state.kept_out.get_mut(&ip) {
+        Some(report) if now.duration_since(report.reported) < REPORT_EVERY => {
+            if report.unreported == 0 {
+                report.first_unreported = SystemTime::now();
+            }
+            report.unreported += 1;
+            None
+        }
+        found => {
+            let unreported = found
+                .filter(|report| report.unreported > 0)
+                .map(|report| (report.unreported, report.first_unreported));
+            state.kept_out.insert(
+                ip,
+                KeptOutReport {
+                    reported: now,
+                    unreported: 0,
+                    first_unreported: SystemTime::now(),
+                },
+            );
+            Some(unreported)
+        }
+    }
 }
 
 fn refuse(stream: &TcpStream, peer: SocketAddr, frontend: &dyn Frontend) -> bool {

@@ -5,14 +5,15 @@
 //! What the server shows and who answers the clients is the [`Frontend`]'s business: the
 //! operator console, the echo responder, or a test's recorder.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::access::Rules;
 use crate::ending::Ending;
 use crate::error::Error;
 use crate::pool::WorkerPool;
@@ -22,7 +23,7 @@ use crate::wire::Dialect;
 mod admission;
 mod registry;
 
-use admission::Queued;
+use admission::{KeptOutReport, Queued};
 use registry::Live;
 
 /// Everything the server needs besides its address.
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub name: String,
     /// Limits on slow clients.
     pub timeouts: Timeouts,
+    /// Who may connect (changed at run time with [`ServerHandle::allow`] and
+    /// [`ServerHandle::deny`]).
+    pub access: Rules,
+    /// Most connections, live and waiting, from one address; `None`: no limit.
+    pub max_per_host: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,8 @@ impl Default for ServerConfig {
             max_message: crate::protocol::DEFAULT_MAX_MESSAGE,
             name: String::new(),
             timeouts: Timeouts::default(),
+            access: Rules::default(),
+            max_per_host: None,
         }
     }
 }
@@ -76,6 +84,16 @@ pub enum ServerEvent<'a> {
     Refused {
         /// Client address.
         peer: SocketAddr,
+    },
+    /// A connection from an address the access rules keep out (or one with too many
+    /// connections already) was closed at once. Reported once per address per minute.
+    Kept {
+        /// Client address.
+        peer: SocketAddr,
+        /// Why.
+        why: KeptOut,
+        /// Earlier refusals of the same address not reported, and when the first of them came.
+        unreported: Option<(u64, SystemTime)>,
     },
     /// A worker took the client and the handshake succeeded.
     Connected {
@@ -115,6 +133,15 @@ pub enum ServerEvent<'a> {
         /// Client address.
         peer: SocketAddr,
     },
+}
+
+/// Why a connection was kept out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptOut {
+    /// The access rules do not let its address in.
+    NotAllowed,
+    /// Its address already has `--max-per-host` connections, live or waiting.
+    TooManyFromHost,
 }
 
 /// The server's two faces: who answers each client, and who hears what happens.
@@ -168,6 +195,10 @@ struct State {
     shutting_down: bool,
     /// Counts the reckonings of places in line, so that a late notice never undoes a newer one.
     generation: u64,
+    /// Who may connect, now.
+    access: Rules,
+    /// Refusals by address, so that a scan is reported once a minute per address.
+    kept_out: HashMap<IpAddr, KeptOutReport>,
 }
 
 #[derive(Debug)]
@@ -206,10 +237,14 @@ impl Server {
                         addr: *addr,
                         source,
                     })?;
+                    let state = State {
+                        access: config.access.clone(),
+                        ..State::default()
+                    };
                     let shared = Arc::new(Shared {
                         config,
                         local_addr,
-                        state: Mutex::new(State::default()),
+                        state: Mutex::new(state),
                         line_changed: Condvar::new(),
                         next_id: AtomicU32::new(1),
                         acceptor_done: AtomicBool::new(false),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::admission::{self, Job, Taken};
 use super::{Frontend, ServerEvent, ServerHandle, SessionSummary, Shared};
+use crate::access::{Block, Rules};
 use crate::ending::{Ending, StopReason};
 use crate::protocol::Frame;
 use crate::session::{Event, Hello, Session, Stopper, Turn};
@@ -39,6 +40,11 @@ struct Registered<'a> {
 }
 
 impl Live {
+    /// The client's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     pub(super) fn new(peer: SocketAddr, stopper: Arc<Stopper>) -> Live {
         Live {
             peer,
@@ -238,6 +244,35 @@ impl ServerHandle {
                 connected_for: live.since.elapsed(),
             })
             .collect()
+    }
+
+    /// Lets the addresses of `spec` in from now on (taking back a deny rule for exactly that
+    /// block); returns the rules as they now stand. Sessions already live are not touched.
+    pub fn allow(&self, spec: &str) -> Result<String, String> {
+        let block = Block::parse(spec)?;
+        let mut state = self.shared.state.lock();
+        state.access.deny.retain(|denied| *denied != block);
+        if !state.access.allow.contains(&block) {
+            state.access.allow.push(block);
+        }
+        Ok(state.access.describe())
+    }
+
+    /// Keeps the addresses of `spec` out from now on (taking back an allow rule for exactly that
+    /// block); returns the rules as they now stand. Sessions already live are not touched.
+    pub fn deny(&self, spec: &str) -> Result<String, String> {
+        let block = Block::parse(spec)?;
+        let mut state = self.shared.state.lock();
+        state.access.allow.retain(|allowed| *allowed != block);
+        if !state.access.deny.contains(&block) {
+            state.access.deny.push(block);
+        }
+        Ok(state.access.describe())
+    }
+
+    /// The access rules as they stand.
+    pub fn access(&self) -> Rules {
+        self.shared.state.lock().access.clone()
     }
 
     /// Ends session `id`, telling the client `reason`; false if there is no such session.

@@ -44,13 +44,13 @@ impl Session {
             max_message: self.wire_limit(),
             name: name.to_string(),
         };
-        self.send(&hello).map_err(|e| self.fail(e))?;
+        self.send(&hello).map_err(|e| not_welcomed(self.fail(e)))?;
         loop {
             // Waiting in line may take any time; only a stalled frame is cut off.
-            match self
+            let frame = self
                 .recv(None, Awaited::Handshake)
-                .map_err(|e| self.fail(e))?
-            {
+                .map_err(|e| not_welcomed(self.fail(e)))?;
+            match frame {
                 Frame::Waiting { position } => on_wait(position),
                 Frame::Welcome {
                     session_id,
@@ -167,5 +167,24 @@ impl Session {
     /// This side's message limit as HELLO and WELCOME carry it.
     pub(super) fn wire_limit(&self) -> u32 {
         u32::try_from(self.max_message).unwrap_or(u32::MAX)
+    }
+}
+
+/// A connection closed (or reset) without a word before WELCOME is not a chat that ended but a
+/// door that stayed shut.
+fn not_welcomed(ending: Ending) -> Ending {
+    match ending {
+        Ending::PeerVanished => Ending::NotWelcomed,
+        Ending::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Ending::NotWelcomed
+        }
+        ending => ending,
     }
 }
