@@ -41,6 +41,21 @@ impl Block {
         Ok(Block { address, prefix })
     }
 
+    /// True when the two blocks share an address.
+    pub fn overlaps(&self, other: &Block) -> bool {
+        let shorter = if self.prefix <= other.prefix {
+            self
+        } else {
+            other
+        };
+        let longer = if self.prefix <= other.prefix {
+            other
+        } else {
+            self
+        };
+        shorter.contains(longer.address)
+    }
+
     /// True when `ip` is in the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, canonical(ip)) {

@@ -167,18 +167,21 @@ fn the_operator_allows_and_denies_at_run_time_and_list_shows_the_rules() {
     server.send_line("/allow 127.0.0.1");
     assert_eq!(
         server.expect_line("Access:"),
-        "Access: only 127.0.0.1. (sessions already connected stay; /kick N to end one)"
+        "Access: everyone may connect. (sessions already connected stay; /kick N to end one)"
     );
     let mut alice = start_client("alice", port);
     alice.expect_line("Connected!");
     server.send_line("/deny 127.0.0.0/8");
-    server.expect_line("Access: only 127.0.0.1, but never 127.0.0.0/8.");
+    server.expect_line("Access: everyone but 127.0.0.0/8.");
     assert_kept_out(&chat_from("127.0.0.1", port));
     server.send_line("/list");
     assert_eq!(
         server.expect_line("Access:"),
-        "Access: only 127.0.0.1, but never 127.0.0.0/8."
+        "Access: everyone but 127.0.0.0/8."
     );
+    // A narrower allow cannot undo a broader deny, and says so.
+    server.send_line("/allow 127.0.0.1");
+    server.expect_line("127.0.0.1 is still kept out, in part or whole, by a deny rule.");
     server.send_line("/deny nonsense");
     server.expect_line(
         "Error: 'nonsense' is not an IPv4 or IPv6 address or CIDR block; nothing changed.",

@@ -246,16 +246,25 @@ impl ServerHandle {
             .collect()
     }
 
-    /// Lets the addresses of `spec` in from now on (taking back a deny rule for exactly that
-    /// block); returns the rules as they now stand. Sessions already live are not touched.
+    /// Lets the addresses of `spec` in from now on: takes back a deny rule for exactly that
+    /// block, and adds it to the allow rules when there are any (with none, everyone not denied
+    /// is let in already). Returns the rules as they now stand, and says when a broader deny rule
+    /// still keeps the block out. Sessions already live are not touched.
     pub fn allow(&self, spec: &str) -> Result<String, String> {
         let block = Block::parse(spec)?;
         let mut state = self.shared.state.lock();
-        state.access.deny.retain(|denied| *denied != block);
-        if !state.access.allow.contains(&block) {
-            state.access.allow.push(block);
+        let access = &mut state.access;
+        access.deny.retain(|denied| *denied != block);
+        if !access.allow.is_empty() && !access.allow.contains(&block) {
+            access.allow.push(block);
         }
-        Ok(state.access.describe())
+        let mut rules = access.describe();
+        if access.deny.iter().any(|denied| denied.overlaps(&block)) {
+            rules.push_str(&format!(
+                " ({block} is still kept out, in part or whole, by a deny rule.)"
+            ));
+        }
+        Ok(rules)
     }
 
     /// Keeps the addresses of `spec` out from now on (taking back an allow rule for exactly that
