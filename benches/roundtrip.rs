@@ -51,7 +51,10 @@
 //!   wait in line (chat) or in the pool's channel (bare), as intended;
 //! - (d) the chat server's VmRSS: just started (`-w 4 --backlog 128`), with 4 live idle sessions,
 //!   and with 64 more waiting in line (unpinned);
-//! - (e) the chat RTT samples of (a), both sizes, all placements, under 1 µs: there must be none.
+//! - (e) the chat RTT samples of (a), both sizes, all placements, under 1 µs: there must be none;
+//! - (f) what `--log-sync` costs: message to ACK at 16 B against chat servers with and without
+//!   it (each received message written and `sync_data`'d before its ACK), unpinned, in blocks
+//!   taken in turn from the orchestrator.
 //!
 //! The last line is `summary:` followed by numbers: `rtt_p50_us`, `bare_rtt_p50_us` are the 16 B
 //! message-to-ACK medians in the split-cpu placement (unpinned without taskset); `rtt_ratio_*` and
@@ -199,6 +202,7 @@ fn orchestrate() -> BenchResult<()> {
     }
     let rss = measure_rss()?;
     rss.print();
+    measure_log_sync(&plan)?;
     let under = under_1us(&results);
     println!();
     println!(
@@ -209,6 +213,37 @@ fn orchestrate() -> BenchResult<()> {
     println!();
     println!("wall time: {:.1} s", started.elapsed().as_secs_f64());
     println!("{}", summary(&results, &rss, under.0));
+    Ok(())
+}
+
+/// (f): what `--log-sync` (each received message on disk before its ACK) costs a round trip:
+/// chat servers with and without it, unpinned, taking turns in blocks from this process.
+fn measure_log_sync(plan: &Plan) -> BenchResult<()> {
+    let log = temp_log("log-sync");
+    let log_arg = log.to_string_lossy().into_owned();
+    let plain = ChatServer::start(LATENCY_WORKERS, None)?;
+    let synced = ChatServer::start_with(LATENCY_WORKERS, None, &["--log", &log_arg, "--log-sync"])?;
+    let payload = text(SMALL);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..plan.log_sync_rounds {
+        let order = if round % 2 == 0 {
+            [(plain.port, false), (synced.port, true)]
+        } else {
+            [(synced.port, true), (plain.port, false)]
+        };
+        for (port, is_synced) in order {
+            let rtts = chat_block(port, &payload)?.rtts;
+            let nanos = rtts.iter().map(|rtt| rtt.as_nanos() as u64);
+            if is_synced { &mut with } else { &mut without }.extend(nanos);
+        }
+    }
+    drop((plain, synced));
+    let _ = fs::remove_file(&log);
+    print_pair(
+        &format!("(f) message to ACK, {SMALL} B, chat with --log-sync against without, unpinned"),
+        ("log-sync", &with),
+        ("no log", &without),
+    );
     Ok(())
 }
 
@@ -233,6 +268,8 @@ struct Plan {
     large_rounds: usize,
     /// Throughput runs of each server at each (W, C), per placement.
     load_rounds: usize,
+    /// Rounds (one block each side) of (f).
+    log_sync_rounds: usize,
     /// Turns each throughput client takes.
     per_client: usize,
     /// The limit on the whole bench, and on the life of every child.
@@ -261,6 +298,7 @@ impl Plan {
             large_rounds: scaled(50.0),
             // Every order of the three servers, three times.
             load_rounds: scaled(18.0),
+            log_sync_rounds: scaled(10.0),
             per_client: scaled(250.0).max(20),
             // Ten times what the default run takes: only a broken run meets it.
             lifetime: Duration::from_secs_f64(600.0 * scale.max(1.0)),
@@ -522,6 +560,11 @@ impl ChatServer {
     /// Starts it on 127.0.0.1 port 0, its stdout going to a temporary file (removed with the
     /// guard), and reads its port from that file's first line.
     fn start(workers: usize, cpus: Option<&str>) -> BenchResult<ChatServer> {
+        ChatServer::start_with(workers, cpus, &[])
+    }
+
+    /// As [`ChatServer::start`], with `extra` arguments.
+    fn start_with(workers: usize, cpus: Option<&str>, extra: &[&str]) -> BenchResult<ChatServer> {
         let log = temp_log("chat-server");
         // A file, not a pipe, which would need someone to drain it while the driver runs.
         let file = File::create(&log)
@@ -535,6 +578,7 @@ impl ChatServer {
             .arg(BACKLOG.to_string())
             .arg("--idle-timeout")
             .arg(IDLE_TIMEOUT_SECS.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::inherit());
@@ -1181,11 +1225,17 @@ fn print_placement(placement: Placement, cpus: &Cpus, measured: &Measured, plan:
 
 /// One table of (a) or (b): percentiles of chat and bare, and their ratios.
 fn print_latency(title: &str, chat: &[u64], bare: &[u64]) {
-    let (chat, bare) = (Stats::of(chat), Stats::of(bare));
+    print_pair(title, ("chat", chat), ("bare pool", bare));
+}
+
+/// A table of percentiles of two sets of samples (ns), shown in µs, and the ratio of `a` to
+/// `b`.
+fn print_pair(title: &str, (a_name, a): (&str, &[u64]), (b_name, b): (&str, &[u64])) {
+    let (a, b) = (Stats::of(a), Stats::of(b));
     println!();
     println!(
-        "{title}: us ({} chat, {} bare pool samples)",
-        chat.count, bare.count
+        "{title}: us ({} {a_name}, {} {b_name} samples)",
+        a.count, b.count
     );
     println!(
         "{:<12}{:>10}{:>10}{:>10}{:>10}",
@@ -1197,12 +1247,12 @@ fn print_latency(title: &str, chat: &[u64], bare: &[u64]) {
             cells[0], cells[1], cells[2], cells[3]
         );
     };
-    row("chat", chat.values().map(|v| format!("{v:.1}")));
-    row("bare pool", bare.values().map(|v| format!("{v:.1}")));
-    let (c, b) = (chat.values(), bare.values());
+    row(a_name, a.values().map(|v| format!("{v:.1}")));
+    row(b_name, b.values().map(|v| format!("{v:.1}")));
+    let (av, bv) = (a.values(), b.values());
     row(
         "ratio",
-        std::array::from_fn(|i| show_ratio(ratio(c[i], b[i]))),
+        std::array::from_fn(|i| show_ratio(ratio(av[i], bv[i]))),
     );
 }
 

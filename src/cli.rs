@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
@@ -184,6 +185,17 @@ fn server_options(o: &mut Options) {
     );
     o.optopt(
         "",
+        "log",
+        "server: append a JSON line per event (connections, messages, ACKs, endings) to FILE",
+        "FILE",
+    );
+    o.optflag(
+        "",
+        "log-sync",
+        "server: with --log, have each received message on disk before its ACK goes out",
+    );
+    o.optopt(
+        "",
         "max-per-host",
         "server: most connections, live and waiting, from one address (default: no limit)",
         "N",
@@ -359,6 +371,8 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("allow-file", &[Mode::Server]),
     ("deny-file", &[Mode::Server]),
     ("max-per-host", &[Mode::Server]),
+    ("log", &[Mode::Server]),
+    ("log-sync", &[Mode::Server]),
     ("backlog", &[Mode::Server]),
     ("echo", &[Mode::Server]),
     ("legacy", &[Mode::Client]),
@@ -394,6 +408,9 @@ fn check_flags_fit(matches: &Matches, mode: Mode) -> Result<(), Error> {
         return Err(Error::Usage(
             "--quiet goes with --echo: an operator must see the messages".into(),
         ));
+    }
+    if matches.opt_present("log-sync") && !matches.opt_present("log") {
+        return Err(Error::Usage("--log-sync goes with --log FILE".into()));
     }
     if matches.opt_present("size") && !matches.opt_present("messages") {
         return Err(Error::Usage(
@@ -434,6 +451,8 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
         addrs: client::resolve(&target.host, target.port)?,
         echo: matches.opt_present("echo"),
         quiet: matches.opt_present("quiet"),
+        log: matches.opt_str("log").map(PathBuf::from),
+        log_sync: matches.opt_present("log-sync"),
         server: ServerConfig {
             workers,
             backlog,

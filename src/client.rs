@@ -153,6 +153,7 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
         Event::Unacknowledged => {
             out.line("Not delivered: the server did not acknowledge your last message.")
         }
+        Event::Sent(_) => {}
     })
 }
 

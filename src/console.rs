@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, IsTerminal};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,10 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::server::{Frontend, KeptOut, Server, ServerConfig, ServerEvent, ServerHandle};
-use crate::session::{EchoResponder, Ending, Event, Outbox, Responder, Speech, Unsaid};
+use crate::session::{EchoResponder, Ending, Event, Journal, Outbox, Responder, Speech, Unsaid};
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::{sanitize, sanitize_into};
+use crate::transcript::{self, Transcript};
 use crate::wire::Dialect;
 
 /// What `server` needs besides the server's own settings.
@@ -26,6 +28,10 @@ pub struct ConsoleConfig {
     /// With `echo`: print no line per message, only arrivals, endings and trouble (for load
     /// tests, where printing would cost more than the chat).
     pub quiet: bool,
+    /// Where to keep the transcript, if anywhere.
+    pub log: Option<PathBuf>,
+    /// Have each received message on disk before its ACK goes out.
+    pub log_sync: bool,
     /// The server's settings.
     pub server: ServerConfig,
 }
@@ -66,10 +72,171 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
             .spawn(move || console.read_commands(io::stdin().lock()))
             .map_err(Error::io("starting the console thread"))?;
     }
-    server.serve(Arc::new(Arc::clone(&console)))?;
+    match &config.log {
+        None => server.serve(Arc::new(Arc::clone(&console)))?,
+        Some(path) => {
+            let trouble = Arc::clone(&console);
+            let transcript = Transcript::open(
+                path,
+                config.log_sync,
+                Box::new(move |problem| trouble.out.line(&problem)),
+            )
+            .map_err(Error::io(format!("opening the log {}", path.display())))?;
+            let transcript = Arc::new(transcript);
+            let logged = Logged {
+                console: Arc::clone(&console),
+                transcript: Arc::clone(&transcript),
+                who: Mutex::new(HashMap::new()),
+            };
+            let served = server.serve(Arc::new(logged));
+            transcript.record(format!(
+                r#"{{"time":"{}","event":"shutdown"}}"#,
+                transcript::now()
+            ));
+            transcript.close();
+            served?;
+        }
+    }
     console.out.clear_prompt();
     console.out.line("The server has shut down.");
     Ok(())
+}
+
+/// The console, with every event worth finding later written to the transcript.
+struct Logged {
+    console: Arc<Console>,
+    transcript: Arc<Transcript>,
+    /// Each live session's client name and address, for its records.
+    who: Mutex<HashMap<u32, (String, SocketAddr)>>,
+}
+
+impl Logged {
+    /// The fields that name session `id`.
+    fn session(&self, id: u32) -> String {
+        match self.who.lock().get(&id) {
+            Some((name, peer)) => format!(
+                r#""session":{id},"name":{},"address":"{peer}""#,
+                transcript::json_string(name)
+            ),
+            None => format!(r#""session":{id}"#),
+        }
+    }
+
+    /// The record of `event`, if it is worth one.
+    fn record(&self, event: &ServerEvent<'_>) -> Option<String> {
+        let time = transcript::now();
+        let fields = match event {
+            ServerEvent::Connected {
+                id,
+                peer,
+                name,
+                dialect,
+                ..
+            } => {
+                self.who.lock().insert(*id, (name.to_string(), *peer));
+                let protocol = match dialect {
+                    Dialect::Frames => "frames",
+                    Dialect::Legacy => "original",
+                };
+                format!(
+                    r#""event":"connected",{},"protocol":"{protocol}""#,
+                    self.session(*id)
+                )
+            }
+            ServerEvent::Refused { peer } => {
+                format!(r#""event":"refused","address":"{peer}","why":"server full""#)
+            }
+            ServerEvent::Kept {
+                peer,
+                why,
+                unreported,
+            } => {
+                let why = match why {
+                    KeptOut::NotAllowed => "not allowed",
+                    KeptOut::TooManyFromHost => "too many connections from this address",
+                };
+                let more = unreported.map_or(0, |(count, _)| count);
+                format!(
+                    r#""event":"refused","address":"{}","why":"{why}","unreported_before":{more}"#,
+                    peer.ip()
+                )
+            }
+            ServerEvent::Session { id, event } => match event {
+                // Under `--log-sync` the journal wrote it before its ACK.
+                Event::Received(text) if !self.transcript.is_sync() => format!(
+                    r#""event":"message","direction":"in",{},{}"#,
+                    self.session(*id),
+                    transcript::bytes_field(text)
+                ),
+                Event::Sent(text) => format!(
+                    r#""event":"message","direction":"out",{},{}"#,
+                    self.session(*id),
+                    transcript::bytes_field(text)
+                ),
+                Event::Acked { rtt } => format!(
+                    r#""event":"ack",{},"rtt_us":{}"#,
+                    self.session(*id),
+                    rtt.as_nanos().div_ceil(1000)
+                ),
+                _ => return None,
+            },
+            ServerEvent::Ended {
+                id,
+                connected,
+                ending,
+                ..
+            } => {
+                let fields = format!(
+                    r#""event":"ended",{},"connected":{connected},"how":{}"#,
+                    self.session(*id),
+                    transcript::json_string(&describe(ending))
+                );
+                self.who.lock().remove(id);
+                fields
+            }
+            ServerEvent::Failed { id, .. } => {
+                let fields = format!(
+                    r#""event":"ended",{},"connected":true,"how":"internal error""#,
+                    self.session(*id)
+                );
+                self.who.lock().remove(id);
+                fields
+            }
+            ServerEvent::Waiting { .. } | ServerEvent::LeftLine { .. } => return None,
+        };
+        Some(format!(r#"{{"time":"{time}",{fields}}}"#))
+    }
+}
+
+impl Frontend for Logged {
+    fn responder(&self, id: u32) -> Option<Box<dyn Responder + Send>> {
+        self.console.responder(id)
+    }
+
+    fn event(&self, event: ServerEvent<'_>) {
+        if let Some(record) = self.record(&event) {
+            self.transcript.record(record);
+        }
+        self.console.event(event);
+    }
+
+    fn journal(&self, id: u32, peer: SocketAddr, name: &str) -> Option<Journal> {
+        if !self.transcript.is_sync() {
+            return None;
+        }
+        let transcript = Arc::clone(&self.transcript);
+        let who = format!(
+            r#""session":{id},"name":{},"address":"{peer}""#,
+            transcript::json_string(name)
+        );
+        Some(Journal(Box::new(move |message: &[u8]| {
+            transcript.record_durably(&format!(
+                r#"{{"time":"{}","event":"message","direction":"in",{who},{}}}"#,
+                transcript::now(),
+                transcript::bytes_field(message)
+            ));
+        })))
+    }
 }
 
 /// The operator's side of every session.
@@ -468,13 +635,14 @@ impl Console {
             }
             return;
         }
-        if self.quiet && matches!(event, Event::Received(_) | Event::Acked { .. }) {
+        let routine = matches!(event, Event::Received(_) | Event::Acked { .. });
+        if matches!(event, Event::Sent(_)) || (self.quiet && routine) {
             return;
         }
         // Formatted (and the peer's text defused) after the routes lock is released.
         let label = self.label(id);
         let line = match event {
-            Event::MyTurn => String::new(),
+            Event::MyTurn | Event::Sent(_) => String::new(),
             Event::Unacknowledged => format!(
                 "[{label}] Not delivered: the chat ended before the client acknowledged your last message."
             ),

@@ -41,4 +41,5 @@ pub mod server;
 pub mod session;
 pub mod term;
 pub mod text;
+pub mod transcript;
 pub mod wire;

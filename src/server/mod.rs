@@ -17,7 +17,7 @@ use crate::access::Rules;
 use crate::ending::Ending;
 use crate::error::Error;
 use crate::pool::WorkerPool;
-use crate::session::{Event, Outbox, Responder, Timeouts};
+use crate::session::{Event, Journal, Outbox, Responder, Timeouts};
 use crate::wire::Dialect;
 
 mod admission;
@@ -152,6 +152,12 @@ pub trait Frontend: Send + Sync + 'static {
     /// Called for everything that happens; must not block for long (it runs on the workers and
     /// the acceptor).
     fn event(&self, event: ServerEvent<'_>);
+
+    /// What session `id` (client `name` at `peer`) must do with each message it receives
+    /// before that message's ACK goes out (make it durable); `None` (the default): nothing.
+    fn journal(&self, _id: u32, _peer: SocketAddr, _name: &str) -> Option<Journal> {
+        None
+    }
 }
 
 /// One live session, as `/list` shows it.

@@ -146,6 +146,9 @@ fn chat(
         Err(ending) => return (false, ending),
     };
     let hello = live.hello.get_or_init(|| hello);
+    if let Some(journal) = frontend.journal(id, live.peer, &hello.name) {
+        session.set_journal(journal);
+    }
     let outbox = session.outbox();
     frontend.event(ServerEvent::Connected {
         id,
@@ -168,7 +171,10 @@ fn chat(
             Event::Received(_) => {
                 live.received.fetch_add(1, Ordering::Relaxed);
             }
-            Event::TooLong { .. } | Event::Unsendable(_) | Event::Unacknowledged => {}
+            Event::TooLong { .. }
+            | Event::Unsendable(_)
+            | Event::Unacknowledged
+            | Event::Sent(_) => {}
         }
         frontend.event(ServerEvent::Session { id, event });
     });

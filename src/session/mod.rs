@@ -45,6 +45,19 @@ pub enum Turn {
     Peer,
 }
 
+/// What a session does with each message it receives before that message's ACK goes out (a
+/// transcript that must have it on disk first).
+pub struct Journal(pub Box<JournalFn>);
+
+/// The function a [`Journal`] calls with each message.
+pub type JournalFn = dyn FnMut(&[u8]) + Send;
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
 /// Answers the peer's messages without a person: the answer to each goes out in the same write
 /// as its ACK, so the peer is woken once for both (with two writes, the second would land inside
 /// the peer's measured round trip).
@@ -80,6 +93,9 @@ pub enum Event<'a> {
     Unacknowledged,
     /// A message arrived (its ACK has already been sent).
     Received(&'a [u8]),
+    /// This side's message went out: reported with its ACK for a front-end's message, and right
+    /// after the message it answers for a responder's answer (which went out with that ACK).
+    Sent(&'a [u8]),
     /// The responder's answer is longer than the peer accepts; it was not sent, and the chat
     /// ends.
     TooLong {
@@ -144,6 +160,8 @@ pub struct Session {
     /// The round trip of an ACK whose report waits until the message that came with it has
     /// been acknowledged.
     held_ack: Option<Duration>,
+    /// Called with each message received, before its ACK.
+    journal: Option<Journal>,
     stopper: Arc<Stopper>,
 }
 
@@ -174,6 +192,7 @@ impl Session {
             last_heard: Instant::now(),
             ping_sent: None,
             held_ack: None,
+            journal: None,
             stopper,
         })
     }
@@ -182,6 +201,11 @@ impl Session {
     /// the first bytes read.
     pub fn preload(&mut self, bytes: &[u8]) {
         self.reader.push(bytes);
+    }
+
+    /// Has `journal` called with each message received, before its ACK goes out.
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
     }
 
     /// The outbox through which a front-end speaks for this side (see [`Event::MyTurn`]).

@@ -72,6 +72,8 @@ pub(super) struct Writer {
     /// The largest message the peer accepts.
     pub(super) peer_max: usize,
     pub(super) floor: Floor,
+    /// The front-end's message out now, reported with its ACK.
+    pub(super) said: Vec<u8>,
 }
 
 impl Outbox {
@@ -84,6 +86,7 @@ impl Outbox {
                 dialect: Dialect::Frames,
                 peer_max,
                 floor: Floor::Peer,
+                said: Vec::new(),
             }),
         }
     }
@@ -99,15 +102,17 @@ impl Outbox {
             Floor::Closed => return Err(Unsaid::Closed),
             Floor::Peer | Floor::Sent(_) => return Err(Unsaid::NotYourTurn),
         }
-        let result = match &speech {
+        let ending = speech == Speech::End;
+        let result = match speech {
             Speech::Message(message) => {
-                writer.refusal(message)?;
+                writer.refusal(&message)?;
                 writer.buf.clear();
-                writer.encode_message(message);
+                writer.encode_message(&message);
                 // Set before the write: the ACK may be read on the session's thread before the
                 // write returns here, and it must find the message out.
                 let writer = &mut *writer;
                 writer.floor = Floor::Sent(Instant::now());
+                writer.said = message;
                 writer.stream.write_all(&writer.buf)
             }
             Speech::End => {
@@ -117,7 +122,7 @@ impl Outbox {
         };
         match result {
             Ok(()) => {
-                if speech == Speech::End {
+                if ending {
                     let _ = writer.stream.shutdown(Shutdown::Read);
                 }
                 Ok(())

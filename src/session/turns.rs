@@ -54,6 +54,8 @@ impl Session {
         self.outbox.lock().floor = Floor::Open;
         events(Event::MyTurn);
         let rtt = self.await_ack(None)?;
+        let said = std::mem::take(&mut self.outbox.lock().said);
+        events(Event::Sent(&said));
         self.report_ack(rtt, events);
         Ok(Turn::Peer)
     }
@@ -76,6 +78,9 @@ impl Session {
         let Frame::Message(message) = frame else {
             return Err(self.terminal_or_unexpected(frame));
         };
+        if let Some(Journal(journal)) = self.journal.as_mut() {
+            journal(&message);
+        }
         let answer = responder.map(|responder| responder.answer(&message));
         let (sent, refusal) = self.acknowledge(answer.as_deref());
         if answer.is_some() && refusal.is_none() {
@@ -84,6 +89,7 @@ impl Session {
             let acked = sent.and_then(|_| self.await_ack(self.timeouts.idle));
             self.report_held_ack(events);
             events(Event::Received(&message));
+            events(Event::Sent(answer.as_deref().unwrap_or_default()));
             events(Event::MyTurn);
             self.report_ack(acked?, events);
             return Ok(Turn::Peer);

@@ -1,0 +1,288 @@
+//! The transcript: one JSON object a line for every event worth finding later, appended to a file.
+//!
+//! Records go to one writer thread through a bounded channel, so that the log never blocks a
+//! session; it writes each to the file as it comes (no buffer of its own to lose). With `sync`, a record that must be
+//! on disk before the chat goes on (a received message, before its ACK) is written and
+//! `sync_data`'d by the caller itself, under the same lock as the writer thread's writes. Trouble
+//! (a full disk, a file that became unwritable) is told once through `trouble`; when writing works
+//! again, a `gap` record says where the log has a hole and how many records it misses.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+
+/// How many records may wait for the writer thread; beyond, they are counted as missed.
+const QUEUE: usize = 4096;
+
+/// An open transcript.
+pub struct Transcript {
+    records: Mutex<Option<Sender<String>>>,
+    /// The writer thread's queue, which a durable write empties first, so that records keep
+    /// their order.
+    queue: Receiver<String>,
+    writer: Arc<Mutex<Writer>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    sync: bool,
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcript")
+            .field("sync", &self.sync)
+            .finish()
+    }
+}
+
+/// The file and what went wrong with it.
+struct Writer {
+    file: File,
+    /// Since when records are missing, and how many, while writing fails.
+    gap: Option<(String, u64)>,
+    trouble: Box<dyn Fn(String) + Send>,
+}
+
+impl Writer {
+    /// Appends `records`, a line each, in one write. On failure they are counted as missed
+    /// (`trouble` hears of it the first time); once a write works again, the `gap` record goes
+    /// first, and `trouble` hears that too.
+    fn append(&mut self, records: &[String]) -> bool {
+        let mut batch = String::new();
+        if let Some((since, missed)) = &self.gap {
+            batch.push_str(&format!(
+                r#"{{"time":"{}","event":"gap","since":"{since}","missed":{missed}}}"#,
+                now()
+            ));
+            batch.push('\n');
+        }
+        for record in records {
+            batch.push_str(record);
+            batch.push('\n');
+        }
+        match self.file.write_all(batch.as_bytes()) {
+            Ok(()) => {
+                if self.gap.take().is_some() {
+                    (self.trouble)(
+                        "Transcript: writing works again; the log records the gap.".into(),
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                if self.gap.is_none() {
+                    (self.trouble)(format!(
+                        "Transcript: cannot write ({e}); the server goes on, and the log will say what it missed."
+                    ));
+                }
+                self.count_missed(records.len() as u64);
+                false
+            }
+        }
+    }
+
+    fn count_missed(&mut self, count: u64) {
+        self.gap.get_or_insert_with(|| (now(), 0)).1 += count;
+    }
+}
+
+impl Transcript {
+    /// Opens `path` for appending and starts the writer thread; `trouble` hears of write errors.
+    pub fn open(
+        path: &Path,
+        sync: bool,
+        trouble: Box<dyn Fn(String) + Send>,
+    ) -> io::Result<Transcript> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let writer = Arc::new(Mutex::new(Writer {
+            file,
+            gap: None,
+            trouble,
+        }));
+        let (records, queue) = crossbeam_channel::bounded(QUEUE);
+        let thread_writer = Arc::clone(&writer);
+        let thread_queue = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("transcript".into())
+            .spawn(move || write_records(&thread_queue, &thread_writer))?;
+        Ok(Transcript {
+            records: Mutex::new(Some(records)),
+            queue,
+            writer,
+            thread: Mutex::new(Some(thread)),
+            sync,
+        })
+    }
+
+    /// True when received messages are on disk before their ACK goes out.
+    pub fn is_sync(&self) -> bool {
+        self.sync
+    }
+
+    /// Queues a record for the writer thread, never waiting; one that finds the queue full is
+    /// counted as missed.
+    pub fn record(&self, record: String) {
+        let sent = match self.records.lock().as_ref() {
+            Some(records) => records.try_send(record),
+            None => return,
+        };
+        if let Err(TrySendError::Full(_)) = sent {
+            self.writer.lock().count_missed(1);
+        }
+    }
+
+    /// Writes a record and makes it durable (`sync_data`) before returning, after the records
+    /// queued before it.
+    pub fn record_durably(&self, record: &str) {
+        let mut writer = self.writer.lock();
+        let mut batch: Vec<String> = self.queue.try_iter().collect();
+        batch.push(record.to_string());
+        if writer.append(&batch)
+            && let Err(e) = writer.file.sync_data()
+        {
+            (writer.trouble)(format!("Transcript: cannot make the log durable ({e})."));
+        }
+    }
+
+    /// Writes what is queued; the transcript records nothing more.
+    pub fn close(&self) {
+        self.records.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: each record goes to the file as soon as it comes, with whatever else is
+/// queued by then in the same write (so the log is never more than a write behind, well within
+/// the second promised).
+fn write_records(queue: &Receiver<String>, writer: &Mutex<Writer>) {
+    while let Ok(record) = queue.recv() {
+        let mut batch = vec![record];
+        batch.extend(queue.try_iter());
+        writer.lock().append(&batch);
+    }
+}
+
+/// Now, as RFC 3339 UTC with microseconds: `2026-12-02T04:11:33.123456Z`.
+pub fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// `at` as RFC 3339 UTC with microseconds.
+pub fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The calendar date of `days` since 1970-01-01 (the proleptic Gregorian calendar).
+fn civil(days: u64) -> (u64, u64, u64) {
+    // Counted from 0000-03-01, so that the leap day ends each 4-year cycle.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `text` as a JSON string literal, every control character escaped.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            // Line and paragraph separators break some JavaScript readers of JSON.
+            '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A message's bytes as a JSON field: `"text":"..."` when they are UTF-8, else
+/// `"base64":"..."`, so that any bytes come back exactly.
+pub fn bytes_field(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => format!(r#""text":{}"#, json_string(text)),
+        Err(_) => format!(r#""base64":"{}""#, base64(bytes)),
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        let at = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
+        assert_eq!(rfc3339(at), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        // A leap day.
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn strings_are_escaped_and_other_bytes_go_as_base64() {
+        assert_eq!(
+            json_string("a\"b\\c\n\u{1b}[2J\u{7}é\u{2028}"),
+            r#""a\"b\\c\n\u001b[2J\u0007é\u2028""#
+        );
+        assert_eq!(bytes_field(b"hi"), r#""text":"hi""#);
+        assert_eq!(bytes_field(b"\xff\x00a"), r#""base64":"/wBh""#);
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b""), "");
+    }
+}
