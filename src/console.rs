@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::server::{Frontend, KeptOut, Server, ServerConfig, ServerEvent, ServerHandle};
+use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoResponder, Ending, Event, Journal, Outbox, Responder, Speech, Unsaid};
 use crate::term::{Terminal, seconds, trim_line_end};
 use crate::text::{sanitize, sanitize_into};
@@ -151,14 +151,11 @@ impl Logged {
                 why,
                 unreported,
             } => {
-                let why = match why {
-                    KeptOut::NotAllowed => "not allowed",
-                    KeptOut::TooManyFromHost => "too many connections from this address",
-                };
                 let more = unreported.map_or(0, |(count, _)| count);
                 format!(
-                    r#""event":"refused","address":"{}","why":"{why}","unreported_before":{more}"#,
-                    peer.ip()
+                    r#""event":"refused","address":"{}","why":"{}","unreported_before":{more}"#,
+                    peer.ip(),
+                    why.reason()
                 )
             }
             ServerEvent::Session { id, event } => match event {
@@ -562,10 +559,7 @@ impl Frontend for Arc<Console> {
                 why,
                 unreported,
             } => {
-                let why = match why {
-                    KeptOut::NotAllowed => "not allowed",
-                    KeptOut::TooManyFromHost => "too many connections from this address",
-                };
+                let why = why.reason();
                 let more = unreported.map_or(String::new(), |(count, since)| {
                     format!(" ({count} more since {})", clock(since))
                 });

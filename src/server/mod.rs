@@ -144,6 +144,16 @@ pub enum KeptOut {
     TooManyFromHost,
 }
 
+impl KeptOut {
+    /// Why, in a few words (`not allowed`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeptOut::NotAllowed => "not allowed",
+            KeptOut::TooManyFromHost => "too many connections from this address",
+        }
+    }
+}
+
 /// The server's two faces: who answers each client, and who hears what happens.
 pub trait Frontend: Send + Sync + 'static {
     /// What answers session `id` at once (the echo), or `None` when the front-end speaks
