@@ -273,6 +273,31 @@ mod tests {
     }
 
     #[test]
+    fn after_a_failure_the_next_write_first_records_the_gap() {
+        let path = std::env::temp_dir().join(format!("transcript-gap-{}", std::process::id()));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let told = Arc::clone(&heard);
+        let mut writer = Writer {
+            file: File::create(&path).unwrap(),
+            gap: Some(("2026-12-02T00:00:00.000000Z".into(), 3)),
+            trouble: Box::new(move |line| told.lock().push(line)),
+        };
+        assert!(writer.append(&[r#"{"event":"shutdown"}"#.to_string()]));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0]
+                .ends_with(r#""event":"gap","since":"2026-12-02T00:00:00.000000Z","missed":3}"#),
+            "{text}"
+        );
+        assert_eq!(lines[1], r#"{"event":"shutdown"}"#);
+        assert_eq!(heard.lock().len(), 1);
+        assert!(writer.gap.is_none());
+    }
+
+    #[test]
     fn strings_are_escaped_and_other_bytes_go_as_base64() {
         assert_eq!(
             json_string("a\"b\\c\n\u{1b}[2J\u{7}é\u{2028}"),
