@@ -23,22 +23,29 @@ impl Block {
         let address: IpAddr = address
             .parse()
             .map_err(|_| format!("'{spec}' is not an IPv4 or IPv6 address or CIDR block"))?;
-        let address = canonical(address);
-        let bits = match address {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
+        let bits = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
             Some(prefix) => prefix
                 .parse::<u8>()
                 .ok()
-                .filter(|&p| p <= bits)
+                .filter(|&p| p <= bits && prefix.bytes().all(|b| b.is_ascii_digit()))
                 .ok_or_else(|| {
                     format!("'{spec}': the prefix length must be a number from 0 to {bits}")
                 })?,
         };
-        Ok(Block { address, prefix })
+        // A block within ::ffff:0:0/96 is a block of IPv4 addresses, as clients are judged.
+        let (address, prefix) = match address {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (address, prefix),
+            },
+            _ => (address, prefix),
+        };
+        Ok(Block {
+            address: network(address, prefix),
+            prefix,
+        })
     }
 
     /// True when the two blocks share an address.
@@ -78,6 +85,22 @@ impl fmt::Display for Block {
         } else {
             write!(f, "{}/{}", self.address, self.prefix)
         }
+    }
+}
+
+/// `address` with the bits after the first `prefix` cleared, so that `10.1.2.3/8` and
+/// `10.0.0.0/8` are one block.
+fn network(address: IpAddr, prefix: u8) -> IpAddr {
+    fn clear<const N: usize>(mut octets: [u8; N], prefix: u8) -> [u8; N] {
+        for (i, octet) in octets.iter_mut().enumerate() {
+            let kept = usize::from(prefix).saturating_sub(i * 8).min(8) as u32;
+            *octet &= !0xffu8.checked_shr(kept).unwrap_or(0);
+        }
+        octets
+    }
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(clear(v4.octets(), prefix).into()),
+        IpAddr::V6(v6) => IpAddr::V6(clear(v6.octets(), prefix).into()),
     }
 }
 
@@ -200,8 +223,34 @@ mod tests {
     }
 
     #[test]
+    fn mapped_blocks_are_ipv4_blocks_and_host_bits_do_not_matter() {
+        assert_eq!(
+            Block::parse("::ffff:10.0.0.0/104").unwrap(),
+            Block::parse("10.0.0.0/8").unwrap()
+        );
+        assert_eq!(
+            Block::parse("::ffff:10.1.2.3/128").unwrap(),
+            Block::parse("10.1.2.3").unwrap()
+        );
+        assert!(
+            Block::parse("::ffff:0:0/96")
+                .unwrap()
+                .contains(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            Block::parse("10.1.2.3/8").unwrap(),
+            Block::parse("10.0.0.0/8").unwrap()
+        );
+        assert_eq!(
+            Block::parse("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+    }
+
+    #[test]
     fn bad_specs_and_bad_file_lines_are_named() {
         for bad in [
+            "1.2.3.4/+8",
             "10.0.0.0/33",
             "::/129",
             "10.0.0/8",

@@ -1,16 +1,19 @@
 //! The transcript: one JSON object a line for every event worth finding later, appended to a file.
 //!
 //! Records go to one writer thread through a bounded channel, so that the log never blocks a
-//! session; it writes each to the file as it comes (no buffer of its own to lose). With `sync`, a record that must be
-//! on disk before the chat goes on (a received message, before its ACK) is written and
-//! `sync_data`'d by the caller itself, under the same lock as the writer thread's writes. Trouble
-//! (a full disk, a file that became unwritable) is told once through `trouble`; when writing works
-//! again, a `gap` record says where the log has a hole and how many records it misses.
+//! session; it writes each to the file as it comes (no buffer of its own to lose). With `sync`,
+//! where a received message must be on disk before its ACK goes out, every record is written by
+//! its caller instead, under the writer's lock, so that records keep their order, and a message
+//! is `sync_data`'d before the call returns. Trouble (a full disk, a file that became unwritable)
+//! is told once through `trouble`; when writing works again, a `gap` record says where the log
+//! has a hole and how many records it misses. A write cut short is cut back, so that a torn line
+//! can only be the last one (after a crash).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,10 +26,10 @@ const QUEUE: usize = 4096;
 /// An open transcript.
 pub struct Transcript {
     records: Mutex<Option<Sender<String>>>,
-    /// The writer thread's queue, which a durable write empties first, so that records keep
-    /// their order.
-    queue: Receiver<String>,
     writer: Arc<Mutex<Writer>>,
+    /// Records dropped for a full queue, for the writer thread to put in its next gap record
+    /// (counted here so that a session never waits on the writer's lock).
+    missed: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     sync: bool,
 }
@@ -42,8 +45,13 @@ impl std::fmt::Debug for Transcript {
 /// The file and what went wrong with it.
 struct Writer {
     file: File,
-    /// Since when records are missing, and how many, while writing fails.
+    /// The file's length after the last whole write: a write cut short is cut back to it, so
+    /// that a torn line can only ever be the last one.
+    good_len: u64,
+    /// Since when records are missing, and how many (writes failed, or the queue was full).
     gap: Option<(String, u64)>,
+    /// Writing fails now (told once through `trouble`).
+    failing: bool,
     trouble: Box<dyn Fn(String) + Send>,
 }
 
@@ -64,9 +72,15 @@ impl Writer {
             batch.push_str(record);
             batch.push('\n');
         }
+        if batch.is_empty() {
+            return true;
+        }
         match self.file.write_all(batch.as_bytes()) {
             Ok(()) => {
-                if self.gap.take().is_some() {
+                self.good_len += batch.len() as u64;
+                self.gap = None;
+                if self.failing {
+                    self.failing = false;
                     (self.trouble)(
                         "Transcript: writing works again; the log records the gap.".into(),
                     );
@@ -74,7 +88,9 @@ impl Writer {
                 true
             }
             Err(e) => {
-                if self.gap.is_none() {
+                let _ = self.file.set_len(self.good_len);
+                if !self.failing {
+                    self.failing = true;
                     (self.trouble)(format!(
                         "Transcript: cannot write ({e}); the server goes on, and the log will say what it missed."
                     ));
@@ -86,7 +102,9 @@ impl Writer {
     }
 
     fn count_missed(&mut self, count: u64) {
-        self.gap.get_or_insert_with(|| (now(), 0)).1 += count;
+        if count > 0 {
+            self.gap.get_or_insert_with(|| (now(), 0)).1 += count;
+        }
     }
 }
 
@@ -98,21 +116,24 @@ impl Transcript {
         trouble: Box<dyn Fn(String) + Send>,
     ) -> io::Result<Transcript> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let good_len = file.metadata()?.len();
         let writer = Arc::new(Mutex::new(Writer {
             file,
+            good_len,
             gap: None,
+            failing: false,
             trouble,
         }));
         let (records, queue) = crossbeam_channel::bounded(QUEUE);
-        let thread_writer = Arc::clone(&writer);
-        let thread_queue = queue.clone();
+        let missed = Arc::new(AtomicU64::new(0));
+        let (thread_writer, thread_missed) = (Arc::clone(&writer), Arc::clone(&missed));
         let thread = std::thread::Builder::new()
             .name("transcript".into())
-            .spawn(move || write_records(&thread_queue, &thread_writer))?;
+            .spawn(move || write_records(&queue, &thread_writer, &thread_missed))?;
         Ok(Transcript {
             records: Mutex::new(Some(records)),
-            queue,
             writer,
+            missed,
             thread: Mutex::new(Some(thread)),
             sync,
         })
@@ -123,48 +144,60 @@ impl Transcript {
         self.sync
     }
 
-    /// Queues a record for the writer thread, never waiting; one that finds the queue full is
-    /// counted as missed.
+    /// Records `record`. Without `sync` it is queued for the writer thread, never waiting; one
+    /// that finds the queue full is counted as missed. With `sync` (where a received message
+    /// waits for the disk anyway) it is written at once, so that every record keeps its order.
     pub fn record(&self, record: String) {
+        if self.sync {
+            self.writer.lock().append(&[record]);
+            return;
+        }
         let sent = match self.records.lock().as_ref() {
             Some(records) => records.try_send(record),
             None => return,
         };
         if let Err(TrySendError::Full(_)) = sent {
-            self.writer.lock().count_missed(1);
+            self.missed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Writes a record and makes it durable (`sync_data`) before returning, after the records
-    /// queued before it.
+    /// Writes a record and makes it durable (`sync_data`) before returning.
     pub fn record_durably(&self, record: &str) {
         let mut writer = self.writer.lock();
-        let mut batch: Vec<String> = self.queue.try_iter().collect();
-        batch.push(record.to_string());
-        if writer.append(&batch)
+        if writer.append(&[record.to_string()])
             && let Err(e) = writer.file.sync_data()
         {
-            (writer.trouble)(format!("Transcript: cannot make the log durable ({e})."));
+            // As a failed write: told once, and the gap shows in the log.
+            if !writer.failing {
+                writer.failing = true;
+                (writer.trouble)(format!("Transcript: cannot make the log durable ({e})."));
+            }
         }
     }
 
-    /// Writes what is queued; the transcript records nothing more.
+    /// Writes what is queued, and the record of any gap still open; the transcript records
+    /// nothing more.
     pub fn close(&self) {
         self.records.lock().take();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
+        let mut writer = self.writer.lock();
+        writer.count_missed(self.missed.swap(0, Ordering::Relaxed));
+        writer.append(&[]);
     }
 }
 
 /// The writer thread: each record goes to the file as soon as it comes, with whatever else is
 /// queued by then in the same write (so the log is never more than a write behind, well within
 /// the second promised).
-fn write_records(queue: &Receiver<String>, writer: &Mutex<Writer>) {
+fn write_records(queue: &Receiver<String>, writer: &Mutex<Writer>, missed: &AtomicU64) {
     while let Ok(record) = queue.recv() {
         let mut batch = vec![record];
         batch.extend(queue.try_iter());
-        writer.lock().append(&batch);
+        let mut writer = writer.lock();
+        writer.count_missed(missed.swap(0, Ordering::Relaxed));
+        writer.append(&batch);
     }
 }
 
@@ -279,7 +312,9 @@ mod tests {
         let told = Arc::clone(&heard);
         let mut writer = Writer {
             file: File::create(&path).unwrap(),
+            good_len: 0,
             gap: Some(("2026-12-02T00:00:00.000000Z".into(), 3)),
+            failing: true,
             trouble: Box::new(move |line| told.lock().push(line)),
         };
         assert!(writer.append(&[r#"{"event":"shutdown"}"#.to_string()]));
@@ -295,6 +330,18 @@ mod tests {
         assert_eq!(lines[1], r#"{"event":"shutdown"}"#);
         assert_eq!(heard.lock().len(), 1);
         assert!(writer.gap.is_none());
+    }
+
+    #[test]
+    fn a_durable_record_is_in_the_file_when_the_call_returns() {
+        let path = std::env::temp_dir().join(format!("transcript-sync-{}", std::process::id()));
+        let transcript = Transcript::open(&path, true, Box::new(|_| {})).unwrap();
+        transcript.record(r#"{"event":"connected"}"#.into());
+        transcript.record_durably(r#"{"event":"message"}"#);
+        let text = std::fs::read_to_string(&path).unwrap();
+        transcript.close();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "{\"event\":\"connected\"}\n{\"event\":\"message\"}\n");
     }
 
     #[test]

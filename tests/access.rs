@@ -190,3 +190,12 @@ fn the_operator_allows_and_denies_at_run_time_and_list_shows_the_rules() {
     alice.send_line("still here");
     server.expect_line("Received: still here");
 }
+
+#[test]
+fn denying_the_only_allowed_block_does_not_open_the_server_to_everyone() {
+    let (mut server, port) = start_server(&["--allow", "10.0.0.0/8"]);
+    assert_kept_out(&chat_from("127.0.0.1", port));
+    server.send_line("/deny 10.0.0.0/8");
+    server.expect_line("Access: only 10.0.0.0/8, but never 10.0.0.0/8.");
+    assert_kept_out(&chat_from("127.0.0.1", port));
+}

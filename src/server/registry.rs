@@ -273,12 +273,12 @@ impl ServerHandle {
         Ok(rules)
     }
 
-    /// Keeps the addresses of `spec` out from now on (taking back an allow rule for exactly that
-    /// block); returns the rules as they now stand. Sessions already live are not touched.
+    /// Keeps the addresses of `spec` out from now on (deny wins, so the allow rules need no
+    /// change: taking one back could empty them, which would let everyone in); returns the rules
+    /// as they now stand. Sessions already live are not touched.
     pub fn deny(&self, spec: &str) -> Result<String, String> {
         let block = Block::parse(spec)?;
         let mut state = self.shared.state.lock();
-        state.access.allow.retain(|allowed| *allowed != block);
         if !state.access.deny.contains(&block) {
             state.access.deny.push(block);
         }

@@ -35,9 +35,11 @@ impl Session {
                         let mut writer = self.outbox.lock();
                         let sent = matches!(writer.floor, Floor::Sent(_));
                         writer.floor = Floor::Closed;
-                        sent
+                        sent.then(|| std::mem::take(&mut writer.said))
                     };
-                    if unacknowledged {
+                    if let Some(said) = unacknowledged {
+                        // It went out, whether or not it arrived.
+                        events(Event::Sent(&said));
                         events(Event::Unacknowledged);
                     }
                     return self.fail(fault);
