@@ -247,12 +247,7 @@ impl Typist {
     fn speak(&self, typed: &mut Typed) {
         while let Some(line) = typed.lines.pop_front() {
             self.out.input_taken(&line);
-            let speech = if line == b"end" {
-                Speech::End
-            } else {
-                Speech::Message(line)
-            };
-            let refusal = match self.outbox.say(speech.clone()) {
+            let refusal = match self.outbox.say(Speech::from_line(line.clone())) {
                 Ok(()) | Err(Unsaid::Closed | Unsaid::Failed(_)) => {
                     // Said; or the chat is over, which the session reports.
                     typed.my_turn = false;
@@ -260,10 +255,7 @@ impl Typist {
                 }
                 Err(Unsaid::NotYourTurn) => {
                     // Not this side's turn after all: the line waits for it.
-                    typed.lines.push_front(match speech {
-                        Speech::Message(line) => line,
-                        Speech::End => b"end".to_vec(),
-                    });
+                    typed.lines.push_front(line);
                     typed.my_turn = false;
                     return;
                 }

@@ -110,14 +110,19 @@ struct Logged {
     who: Mutex<HashMap<u32, (String, SocketAddr)>>,
 }
 
+/// The transcript fields that name a session.
+fn session_fields(id: u32, name: &str, peer: SocketAddr) -> String {
+    format!(
+        r#""session":{id},"name":{},"address":"{peer}""#,
+        transcript::json_string(name)
+    )
+}
+
 impl Logged {
     /// The fields that name session `id`.
     fn session(&self, id: u32) -> String {
         match self.who.lock().get(&id) {
-            Some((name, peer)) => format!(
-                r#""session":{id},"name":{},"address":"{peer}""#,
-                transcript::json_string(name)
-            ),
+            Some((name, peer)) => session_fields(id, name, *peer),
             None => format!(r#""session":{id}"#),
         }
     }
@@ -222,10 +227,7 @@ impl Frontend for Logged {
             return None;
         }
         let transcript = Arc::clone(&self.transcript);
-        let who = format!(
-            r#""session":{id},"name":{},"address":"{peer}""#,
-            transcript::json_string(name)
-        );
+        let who = session_fields(id, name, peer);
         Some(Journal(Box::new(move |message: &[u8]| {
             transcript.record_durably(&format!(
                 r#"{{"time":"{}","event":"message","direction":"in",{who},{}}}"#,
@@ -443,12 +445,7 @@ impl Console {
             Ok(target) => target,
             Err(message) => return self.out.line(&message),
         };
-        let speech = if text == b"end" {
-            Speech::End
-        } else {
-            Speech::Message(text)
-        };
-        let problem = match outbox.say(speech) {
+        let problem = match outbox.say(Speech::from_line(text)) {
             Ok(()) => return,
             Err(Unsaid::TooLong { len, max }) => format!(
                 "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
@@ -681,11 +678,7 @@ impl Console {
         let Some((text, outbox)) = delivery else {
             return self.refresh_prompt();
         };
-        let speech = if text == b"end" {
-            Speech::End
-        } else {
-            Speech::Message(text.clone())
-        };
+        let speech = Speech::from_line(text.clone());
         if outbox.is_none_or(|outbox| outbox.say(speech).is_err()) {
             // It ended meanwhile: the answer waits for the next one.
             self.routes.lock().held.push_front(text);
@@ -742,17 +735,10 @@ fn describe(ending: &Ending) -> String {
     }
 }
 
-/// A wall-clock time as `HH:MM:SS`, UTC.
+/// A wall-clock time as `HH:MM:SS UTC`.
 fn clock(at: std::time::SystemTime) -> String {
-    let secs = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    )
+    // The time of day out of `2026-12-02T04:11:33.123456Z`.
+    format!("{} UTC", &transcript::rfc3339(at)[11..19])
 }
 
 fn format_duration(d: Duration) -> String {

@@ -21,9 +21,8 @@ pub fn sanitize_into(out: &mut String, bytes: &[u8]) {
     if bytes
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-        && let Ok(text) = std::str::from_utf8(bytes)
     {
-        out.push_str(text);
+        out.extend(bytes.iter().map(|&b| char::from(b)));
         return;
     }
     for chunk in bytes.utf8_chunks() {

@@ -145,14 +145,12 @@ impl Queued {
         }
     }
 
-    /// Sends a last notice (in its protocol, or none) and closes.
+    /// Sends a last notice (in its protocol, or none) and closes. Its first bytes may have been
+    /// read already: what they said is in the watch, not in the socket.
     fn turn_away(&self, frame: &Frame) {
         let mut watch = self.watch.lock();
         if !watch.taken && !watch.gone {
-            if watch.speaks_frames != Some(false) {
-                notify(&self.stream, frame);
-            }
-            close_quietly(&self.stream);
+            last_notice(&self.stream, watch.speaks_frames, frame);
         }
         watch.gone = true;
     }
@@ -422,11 +420,6 @@ fn places(state: &State, workers: usize) -> Vec<(Arc<Queued>, u32)> {
         .collect()
 }
 
-/// Empties the line at shutdown, telling each client.
-pub(super) fn turn_away_line(state: &mut State) -> Vec<Arc<Queued>> {
-    state.waiting.drain(..).collect()
-}
-
 /// Tells each of `line` that the server is shutting down, and closes it.
 pub(super) fn say_shutdown(line: &[Arc<Queued>]) {
     for queued in line {
@@ -494,7 +487,12 @@ fn notify(mut stream: &TcpStream, frame: &Frame) -> bool {
 /// Sends a last notice and closes, without waiting. A client whose first byte shows that it
 /// speaks no frames (an original client, a stranger) is closed without the notice.
 pub(super) fn turn_away(stream: &TcpStream, frame: &Frame) {
-    if first_byte_is_a_frame(stream) != Some(false) {
+    last_notice(stream, first_byte_is_a_frame(stream), frame);
+}
+
+/// Sends `frame` unless the client is known to speak no frames, then closes.
+fn last_notice(stream: &TcpStream, speaks_frames: Option<bool>, frame: &Frame) {
+    if speaks_frames != Some(false) {
         notify(stream, frame);
     }
     close_quietly(stream);

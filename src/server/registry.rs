@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::admission::{self, Job, Taken};
-use super::{Frontend, ServerEvent, ServerHandle, SessionSummary, Shared};
+use super::{Frontend, ServerEvent, ServerHandle, SessionSummary, Shared, State};
 use crate::access::{Block, Rules};
 use crate::ending::{Ending, StopReason};
 use crate::protocol::Frame;
@@ -190,16 +190,19 @@ pub(super) fn finish_sessions(shared: &Shared) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let stoppers: Vec<Arc<Stopper>> = shared
-        .state
-        .lock()
-        .live
-        .values()
-        .map(|live| Arc::clone(&live.stopper))
-        .collect();
+    let stoppers = stoppers(&shared.state.lock());
     for stopper in stoppers {
         stopper.force_close();
     }
+}
+
+/// Every live session's stopper, to use after the lock is released.
+fn stoppers(state: &State) -> Vec<Arc<Stopper>> {
+    state
+        .live
+        .values()
+        .map(|live| Arc::clone(&live.stopper))
+        .collect()
 }
 
 impl ServerHandle {
@@ -212,13 +215,8 @@ impl ServerHandle {
                 return;
             }
             state.shutting_down = true;
-            let line = admission::turn_away_line(&mut state);
-            let stoppers: Vec<Arc<Stopper>> = state
-                .live
-                .values()
-                .map(|live| Arc::clone(&live.stopper))
-                .collect();
-            (line, stoppers)
+            let line: Vec<_> = state.waiting.drain(..).collect();
+            (line, stoppers(&state))
         };
         self.shared.line_changed.notify_all();
         admission::say_shutdown(&line);

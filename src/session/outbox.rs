@@ -53,6 +53,17 @@ pub enum Speech {
     End,
 }
 
+impl Speech {
+    /// What a line a person typed says: `end` ends the chat, anything else is a message.
+    pub fn from_line(line: Vec<u8>) -> Speech {
+        if line == b"end" {
+            Speech::End
+        } else {
+            Speech::Message(line)
+        }
+    }
+}
+
 /// The session's writing half, shared with the front-end that speaks for this side.
 ///
 /// A front-end calls [`Outbox::say`] when the session reports [`super::Event::MyTurn`], from any

@@ -9,9 +9,7 @@ impl Session {
     /// arrival of the PONG's bytes. PINGs from the server are answered meanwhile.
     pub fn ping(&mut self, limit: Duration) -> Result<Duration, Ending> {
         let probe = self.send(&Frame::Ping).and_then(|sent_at| {
-            self.answer(limit, Awaited::Pong, |frame| {
-                matches!(frame, Frame::Pong).then_some(())
-            })?;
+            self.answer(limit, Awaited::Pong, |frame| matches!(frame, Frame::Pong))?;
             Ok(self.last_heard.saturating_duration_since(sent_at))
         });
         probe.map_err(|fault| self.fail(fault))
@@ -27,12 +25,10 @@ impl Session {
             return Err(self.fail(Fault::Done(Ending::Violation(reason))));
         }
         let probe = self.send(&Frame::Message(message)).and_then(|sent_at| {
-            self.answer(limit, Awaited::Ack, |frame| {
-                matches!(frame, Frame::Ack).then_some(())
-            })?;
+            self.answer(limit, Awaited::Ack, |frame| matches!(frame, Frame::Ack))?;
             let rtt = self.last_heard.saturating_duration_since(sent_at);
             self.answer(limit, Awaited::Echo, |frame| {
-                matches!(frame, Frame::Message(_)).then_some(())
+                matches!(frame, Frame::Message(_))
             })?;
             self.send(&Frame::Ack)?;
             Ok(rtt)
@@ -44,7 +40,7 @@ impl Session {
     /// a stop at once) without sending anything.
     pub fn pause(&mut self, pause: Duration) -> Result<(), Ending> {
         let until = Instant::now() + pause;
-        match self.answer(pause, Awaited::Nothing, |_| None::<()>) {
+        match self.answer(pause, Awaited::Nothing, |_| false) {
             // The only way out of an answer that accepts nothing: the time is up, and not in
             // the middle of a frame (a stalled frame is the peer's fault).
             Err(Fault::Timeout { .. })
@@ -65,14 +61,14 @@ impl Session {
         }
     }
 
-    /// Reads frames for at most `limit` until `wanted` accepts one; PINGs are answered, goodbyes
-    /// and anything else end the wait as they would end a turn.
-    pub(super) fn answer<T>(
+    /// Reads frames for at most `limit` until one is `wanted`; PINGs are answered, goodbyes and
+    /// anything else end the wait as they would end a turn.
+    pub(super) fn answer(
         &mut self,
         limit: Duration,
         awaited: Awaited,
-        wanted: impl Fn(&Frame) -> Option<T>,
-    ) -> Result<T, Fault> {
+        wanted: impl Fn(&Frame) -> bool,
+    ) -> Result<(), Fault> {
         let until = Instant::now() + limit;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -83,8 +79,8 @@ impl Session {
                 }
                 frame => frame?,
             };
-            if let Some(found) = wanted(&frame) {
-                return Ok(found);
+            if wanted(&frame) {
+                return Ok(());
             }
             match frame {
                 Frame::Ping => {

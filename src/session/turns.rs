@@ -67,7 +67,7 @@ impl Session {
         responder: Option<&mut dyn Responder>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Turn, Fault> {
-        self.outbox.lock().floor = Floor::Peer;
+        // The floor is the peer's already: no turn of this side's ends without its ACK.
         // A message that came with the last ACK is answered before that ACK is reported; with
         // nothing here yet, the report goes out before the wait.
         let frame = match self.ready_frame()? {
