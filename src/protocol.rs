@@ -110,9 +110,6 @@ impl Frame {
 
     /// Appends the whole frame, header and payload, to `out`, so that it can go out in one write.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        if let Frame::Message(bytes) = self {
-            return encode_message_into(bytes, out);
-        }
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         let kind = match self {

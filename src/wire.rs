@@ -103,14 +103,19 @@ impl FrameReader {
 
     /// Takes `bytes` as if they had just been read.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+    }
+
+    /// Moves the unread bytes to the front of the buffer.
+    fn compact(&mut self) {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        self.buf.truncate(self.end);
-        self.buf.extend_from_slice(bytes);
-        self.end = self.buf.len();
     }
 
     /// The protocol being read.
@@ -154,11 +159,7 @@ impl FrameReader {
     /// payload limit, and one read beyond it, since [`decode`] refuses longer lengths first
     /// (and the legacy decoder a longer text).
     pub fn fill(&mut self, source: &mut impl Read) -> io::Result<usize> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
+        self.compact();
         let want = match self.dialect {
             Dialect::Frames => self
                 .bytes_wanted()

@@ -142,8 +142,8 @@ impl Session {
             match crate::wire::identify(self.reader.buffered()) {
                 Opening::Speaks(dialect) => return Ok(dialect),
                 Opening::Stranger => {
-                    let first =
-                        sanitize(&self.reader.buffered()[..8.min(self.reader.buffered().len())]);
+                    let buffered = self.reader.buffered();
+                    let first = sanitize(&buffered[..buffered.len().min(8)]);
                     let _ = self.outbox.lock().write_raw(STRANGER_NOTICE.as_bytes());
                     return Err(Fault::Done(Ending::Violation(format!(
                         "speaks neither protocol (it began with \"{first}\"); it was told what this server speaks"

@@ -142,10 +142,9 @@ impl Session {
         Ok(())
     }
 
-    /// True when the frame begun in the buffer has been arriving for too long.
-    pub(super) fn frame_overdue(&mut self) -> bool {
-        let started = *self.frame_started.get_or_insert_with(Instant::now);
-        started.elapsed() >= self.timeouts.handshake
+    /// When the frame begun in the buffer must have arrived whole.
+    fn frame_due(&mut self) -> Instant {
+        *self.frame_started.get_or_insert_with(Instant::now) + self.timeouts.handshake
     }
 
     /// Reads once more for [`Session::recv`], under its time limits: `idle` is the limit on the
@@ -160,11 +159,11 @@ impl Session {
             let partial = self.reader.has_buffered();
             let now = Instant::now();
             let deadline = if partial {
-                if self.frame_overdue() {
+                let due = self.frame_due();
+                if due <= now {
                     return Err(self.stalled());
                 }
-                self.frame_started
-                    .map(|started| started + self.timeouts.handshake)
+                Some(due)
             } else {
                 let beat = self.heartbeat_due();
                 if beat.is_some_and(|due| due <= now) {

@@ -55,8 +55,7 @@ impl Session {
     pub(super) fn my_turn(&mut self, events: &mut dyn FnMut(Event<'_>)) -> Result<Turn, Fault> {
         self.outbox.lock().floor = Floor::Open;
         events(Event::MyTurn);
-        let rtt = self.await_ack(None)?;
-        let said = std::mem::take(&mut self.outbox.lock().said);
+        let (rtt, said) = self.await_ack(None)?;
         events(Event::Sent(&said));
         self.report_ack(rtt, events);
         Ok(Turn::Peer)
@@ -85,15 +84,15 @@ impl Session {
         }
         let answer = responder.map(|responder| responder.answer(&message));
         let (sent, refusal) = self.acknowledge(answer.as_deref());
-        if answer.is_some() && refusal.is_none() {
+        if let Some(answer) = answer.filter(|_| refusal.is_none()) {
             // The answer is out: its ACK is awaited before anything is reported, so that the
             // time this side takes to report is in neither round trip it measures.
             let acked = sent.and_then(|_| self.await_ack(self.timeouts.idle));
             self.report_held_ack(events);
             events(Event::Received(&message));
-            events(Event::Sent(answer.as_deref().unwrap_or_default()));
+            events(Event::Sent(&answer));
             events(Event::MyTurn);
-            self.report_ack(acked?, events);
+            self.report_ack(acked?.0, events);
             return Ok(Turn::Peer);
         }
         // These reports run after the ACK went out: a slow front-end never delays it.
@@ -144,8 +143,11 @@ impl Session {
 
     /// Waits at most `idle` for the ACK of this side's message, which is out or about to go out
     /// (an ACK before it is out is the peer's violation); returns its round trip, from just
-    /// before the message's write to the arrival of the ACK's bytes.
-    pub(super) fn await_ack(&mut self, idle: Option<Duration>) -> Result<Duration, Fault> {
+    /// before the message's write to the arrival of the ACK's bytes, and what the front-end said.
+    pub(super) fn await_ack(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<(Duration, Vec<u8>), Fault> {
         let frame = self.recv(idle, Awaited::Ack)?;
         let mut writer = self.outbox.lock();
         match (frame, writer.floor) {
@@ -154,7 +156,8 @@ impl Session {
             (_, Floor::Closed) => Err(Fault::Done(Ending::EndedByMe)),
             (Frame::Ack, Floor::Sent(sent_at)) => {
                 writer.floor = Floor::Peer;
-                Ok(self.last_heard.saturating_duration_since(sent_at))
+                let said = std::mem::take(&mut writer.said);
+                Ok((self.last_heard.saturating_duration_since(sent_at), said))
             }
             (other, _) => {
                 drop(writer);
