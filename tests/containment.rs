@@ -15,7 +15,7 @@ use client_server_chat::protocol::{Frame, VERSION};
 use client_server_chat::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use client_server_chat::session::{EchoResponder, Responder};
 use client_server_chat::wire::{FrameReader, ReadError};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use common::{TIMEOUT, start_client, start_server};
 
@@ -57,6 +57,14 @@ impl Peer {
         self.reader.read_frame(&mut self.stream)
     }
 
+    /// A client that has said HELLO and been welcomed.
+    fn welcomed(addr: SocketAddr, name: &str) -> Peer {
+        let mut peer = Peer::connect(addr);
+        peer.hello(name);
+        peer.expect_welcome();
+        peer
+    }
+
     /// Reads past WAITING notices until WELCOME.
     fn expect_welcome(&mut self) {
         for _ in 0..100 {
@@ -67,6 +75,14 @@ impl Peer {
             }
         }
         panic!("no WELCOME after 100 WAITING frames");
+    }
+
+    /// Reads the close of a session that failed.
+    fn expect_closed(&mut self) {
+        match self.recv() {
+            Err(ReadError::Closed | ReadError::Io(_)) => {}
+            other => panic!("the failed session's connection stayed open: {other:?}"),
+        }
     }
 
     /// One exchange with an echo server.
@@ -85,6 +101,20 @@ impl Peer {
 struct Recorder {
     events: Sender<String>,
     fragile: bool,
+}
+
+impl Recorder {
+    /// A recorder, and what the test hears from it.
+    fn new(fragile: bool) -> (Recorder, Receiver<String>) {
+        let (events, heard) = crossbeam_channel::unbounded();
+        (Recorder { events, fragile }, heard)
+    }
+}
+
+/// Waits for an event that starts with `prefix`, reading past others.
+fn hears(heard: &Receiver<String>, prefix: &str) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    std::iter::from_fn(|| heard.recv_deadline(deadline).ok()).any(|event| event.starts_with(prefix))
 }
 
 impl Frontend for Recorder {
@@ -123,37 +153,23 @@ fn serve_one_worker(
 
 #[test]
 fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_client() {
-    let (events, heard) = crossbeam_channel::unbounded();
-    let fragile = Recorder {
-        events,
-        fragile: true,
-    };
+    let (fragile, heard) = Recorder::new(true);
     let (addr, handle, serving) = serve_one_worker(1, fragile);
 
-    let mut doomed = Peer::connect(addr);
-    doomed.hello("doomed");
-    doomed.expect_welcome();
-    doomed.send(&Frame::Message(b"boom".to_vec()));
+    let mut doomed = Peer::welcomed(addr, "doomed");
     // Its ACK and echo went out before the front-end heard of the message (which it does once
     // the echo is acknowledged); then the connection closes.
-    assert_eq!(doomed.recv().unwrap(), Frame::Ack);
-    assert_eq!(doomed.recv().unwrap(), Frame::Message(b"boom".to_vec()));
-    doomed.send(&Frame::Ack);
-    match doomed.recv() {
-        Err(ReadError::Closed | ReadError::Io(_)) => {}
-        other => panic!("the failed session's connection stayed open: {other:?}"),
-    }
-    let deadline = Instant::now() + TIMEOUT;
-    let failed = std::iter::from_fn(|| heard.recv_deadline(deadline).ok())
-        .find(|event| event.starts_with("Failed"));
-    assert!(failed.is_some(), "the front-end never heard of the failure");
+    doomed.echo_turn(b"boom");
+    doomed.expect_closed();
+    assert!(
+        hears(&heard, "Failed"),
+        "the front-end never heard of the failure"
+    );
 
     // The only worker lives on, and the registry forgot the failed session: the server is
     // neither full nor short of a worker.
     for name in ["next", "after"] {
-        let mut next = Peer::connect(addr);
-        next.hello(name);
-        next.expect_welcome();
+        let mut next = Peer::welcomed(addr, name);
         next.echo_turn(b"still here");
         next.send(&Frame::End);
     }
@@ -169,9 +185,7 @@ fn a_panicking_session_is_closed_and_reported_and_its_worker_serves_the_next_cli
 fn a_client_that_leaves_the_line_is_dropped_from_it_and_those_behind_move_up() {
     let (mut server, port) = start_server(&["--echo", "-w", "1"]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut live = Peer::connect(addr);
-    live.hello("live");
-    live.expect_welcome();
+    let mut live = Peer::welcomed(addr, "live");
 
     let mut leaver = Peer::connect(addr);
     leaver.hello("leaver");
@@ -208,9 +222,7 @@ fn a_waiting_client_whose_hand_off_fails_is_told_and_the_line_moves_on() {
     let pid = server.pid();
     // Every descriptor from here on belongs to the clients below.
     let first_client_fd = common::lowest_free_fd(pid);
-    let mut live = Peer::connect(addr);
-    live.hello("live");
-    live.expect_welcome();
+    let mut live = Peer::welcomed(addr, "live");
     let mut waiting = Peer::connect(addr);
     waiting.hello("waiting");
     assert_eq!(waiting.recv().unwrap(), Frame::Waiting { position: 1 });
@@ -232,9 +244,7 @@ fn a_waiting_client_whose_hand_off_fails_is_told_and_the_line_moves_on() {
 fn a_client_whose_hello_comes_late_is_still_told_its_place_in_line() {
     let (_server, port) = start_server(&["--echo", "-w", "1"]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut live = Peer::connect(addr);
-    live.hello("live");
-    live.expect_welcome();
+    let mut live = Peer::welcomed(addr, "live");
     let mut late = Peer::connect(addr);
     // Long after the acceptor has queued it: only someone who watches the line can tell it.
     std::thread::sleep(Duration::from_millis(300));
@@ -248,9 +258,7 @@ fn a_client_whose_hello_comes_late_is_still_told_its_place_in_line() {
 fn shutdown_is_not_held_up_by_a_flood_of_silent_connections() {
     let (mut server, port) = start_server(&["--echo", "-w", "1"]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut live = Peer::connect(addr);
-    live.hello("live");
-    live.expect_welcome();
+    let mut live = Peer::welcomed(addr, "live");
     // Silent clients the acceptor must not wait on (it once waited 100 ms for each one's first
     // byte, while the kernel's accept queue filled behind them).
     let silent: Vec<TcpStream> = (0..300)
@@ -293,25 +301,19 @@ fn an_io_error_says_what_was_being_done_and_keeps_its_cause() {
 
 #[test]
 fn clients_who_left_the_line_leave_no_trace_that_refuses_a_newcomer() {
-    let (events, heard) = crossbeam_channel::unbounded();
-    let recorder = Recorder {
-        events,
-        fragile: false,
-    };
+    let (recorder, heard) = Recorder::new(false);
     let (addr, handle, serving) = serve_one_worker(2, recorder);
-    let mut live = Peer::connect(addr);
-    live.hello("live");
-    live.expect_welcome();
+    let mut live = Peer::welcomed(addr, "live");
     // More clients come and go than the line has room for.
     for _ in 0..3 {
         let mut leaver = Peer::connect(addr);
         leaver.hello("leaver");
         assert_eq!(leaver.recv().unwrap(), Frame::Waiting { position: 1 });
         leaver.stream.shutdown(Shutdown::Both).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        let left = std::iter::from_fn(|| heard.recv_deadline(deadline).ok())
-            .any(|event| event.starts_with("LeftLine"));
-        assert!(left, "the server never saw the client leave the line");
+        assert!(
+            hears(&heard, "LeftLine"),
+            "the server never saw the client leave the line"
+        );
     }
     assert!(handle.waiting().is_empty(), "{:?}", handle.waiting());
     // The line is empty: there is room for two.
@@ -351,14 +353,9 @@ impl Frontend for Hoarder {
 #[test]
 fn a_panicked_session_is_closed_even_while_its_front_end_holds_its_outbox() {
     let (addr, handle, serving) = serve_one_worker(1, Hoarder(Default::default()));
-    let mut doomed = Peer::connect(addr);
-    doomed.hello("doomed");
-    doomed.expect_welcome();
+    let mut doomed = Peer::welcomed(addr, "doomed");
     doomed.echo_turn(b"boom");
-    match doomed.recv() {
-        Err(ReadError::Closed | ReadError::Io(_)) => {}
-        other => panic!("the failed session's connection stayed open: {other:?}"),
-    }
+    doomed.expect_closed();
     handle.shutdown();
     serving.join().unwrap().unwrap();
 }

@@ -60,7 +60,10 @@ fn any_bytes_survive_a_round_trip_and_every_message_is_acked() {
     let (mut acks, mut echoes) = (0, Vec::new());
     let ending = session.run(Turn::Mine, None, &mut |event| match event {
         Event::MyTurn => script.my_turn(),
-        Event::Acked { .. } => acks += 1,
+        Event::Acked { rtt } => {
+            assert!(rtt > Duration::ZERO);
+            acks += 1;
+        }
         Event::Received(bytes) => echoes.push(bytes.to_vec()),
         _ => {}
     });

@@ -8,10 +8,20 @@ use common::{Proc, TIMEOUT, run, start_client, start_server};
 
 /// Runs `ping 127.0.0.1 PORT ARGS...` to its end.
 fn ping(port: u16, args: &[&str]) -> common::Finished {
+    with_ping_args(port, args, |all| run(all, b""))
+}
+
+/// Starts `ping 127.0.0.1 PORT ARGS...`.
+fn spawn_ping(port: u16, args: &[&str]) -> Proc {
+    with_ping_args(port, args, |all| Proc::spawn("ping", all))
+}
+
+/// Calls `f` with the command line `ping 127.0.0.1 PORT ARGS...`.
+fn with_ping_args<T>(port: u16, args: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
     let port = port.to_string();
     let mut all = vec!["ping", "127.0.0.1", &port];
     all.extend_from_slice(args);
-    run(&all, b"")
+    f(&all)
 }
 
 /// The `seq=N time=S.SSSSSSs` lines of `stdout`, as (N, the time's text).
@@ -129,10 +139,7 @@ fn ping_waits_in_line_while_every_worker_is_busy() {
     let mut live = start_client("live", port);
     live.expect_line("Connected!");
     server.expect_line("[#1 127.0.0.1:");
-    let mut ping = Proc::spawn(
-        "ping",
-        &["ping", "127.0.0.1", &port.to_string(), "-c", "2", "-i", "0"],
-    );
+    let mut ping = spawn_ping(port, &["-c", "2", "-i", "0"]);
     assert_eq!(
         ping.expect_line("waiting"),
         "All workers are busy: waiting in line (position 1)."
@@ -147,18 +154,7 @@ fn ping_waits_in_line_while_every_worker_is_busy() {
 #[test]
 fn ctrl_c_ends_an_endless_run_with_its_summary_and_exit_0() {
     let (mut server, port) = start_server(&[]);
-    let mut ping = Proc::spawn(
-        "ping",
-        &[
-            "ping",
-            "127.0.0.1",
-            &port.to_string(),
-            "-c",
-            "0",
-            "-i",
-            "0.02",
-        ],
-    );
+    let mut ping = spawn_ping(port, &["-c", "0", "-i", "0.02"]);
     ping.expect_line("seq=3 ");
     ping.interrupt();
     let ping = ping.expect_exit(0);
@@ -176,10 +172,7 @@ fn ctrl_c_ends_an_endless_run_with_its_summary_and_exit_0() {
 fn a_server_that_shuts_down_mid_run_ends_it_and_the_probes_answered_stand() {
     let (mut server, port) = start_server(&[]);
     // Back to back, so that the shutdown most likely cuts a probe short: it is not counted.
-    let mut ping = Proc::spawn(
-        "ping",
-        &["ping", "127.0.0.1", &port.to_string(), "-c", "0", "-i", "0"],
-    );
+    let mut ping = spawn_ping(port, &["-c", "0", "-i", "0"]);
     ping.expect_line("seq=20 ");
     server.interrupt();
     let ping = ping.finish();

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 
-use common::{TIMEOUT, accept_one, run, start_client, start_server};
+use common::{Proc, TIMEOUT, accept_one, run, start_client, start_server};
 
 /// Frame type bytes (PROTOCOL.md §2).
 const HELLO: u8 = 0x01;
@@ -447,15 +447,21 @@ fn an_echo_over_the_clients_maximum_is_not_sent_and_the_server_ends_the_chat() {
 // ---------------------------------------------------------------------------------------------
 // §3.1 step 2: a client whose first byte comes after it has joined the line.
 
-#[test]
-fn a_first_byte_that_comes_after_joining_the_line_still_gets_its_waiting() {
+/// An echo server whose one worker a client holds, and a connection that has said nothing yet,
+/// which the server has put in line.
+fn a_held_worker_and_a_silent_waiter() -> (Proc, Raw, Raw) {
     let (mut server, port) = start_server(&["--echo", "--workers", "1", "--heartbeat", "0"]);
     let mut holder = Raw::connect(port);
     holder.handshake("holder");
-
-    // Connects and says nothing until the server has put it in line (and looked at it).
-    let mut late = Raw::connect(port);
+    let silent = Raw::connect(port);
     server.expect_line("Waiting in line (position 1).");
+    (server, holder, silent)
+}
+
+#[test]
+fn a_first_byte_that_comes_after_joining_the_line_still_gets_its_waiting() {
+    // Connects and says nothing until the server has put it in line (and looked at it).
+    let (mut server, holder, mut late) = a_held_worker_and_a_silent_waiter();
     late.send(&hello("late"));
     // Nothing else changes in the line, and the notice comes all the same.
     assert_eq!(late.frame("WAITING"), (WAITING, vec![0, 0, 0, 1]));
@@ -473,11 +479,7 @@ fn a_first_byte_that_comes_after_joining_the_line_still_gets_its_waiting() {
 
 #[test]
 fn a_waiting_connection_that_has_said_nothing_yet_is_still_told_of_the_shutdown() {
-    let (mut server, port) = start_server(&["--echo", "--workers", "1", "--heartbeat", "0"]);
-    let mut holder = Raw::connect(port);
-    holder.handshake("holder");
-    let mut silent = Raw::connect(port);
-    server.expect_line("Waiting in line (position 1).");
+    let (mut server, mut holder, mut silent) = a_held_worker_and_a_silent_waiter();
     // Ctrl-C.
     server.interrupt();
     assert_eq!(silent.frame("SHUTDOWN"), (SHUTDOWN, Vec::new()));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use common::{Proc, TIMEOUT, expect_ack, run, start_client, start_server};
+use common::{TIMEOUT, expect_ack, run, start_client, start_server};
 
 /// A fresh path for a log, removed when dropped.
 struct LogFile(PathBuf);
@@ -157,11 +157,7 @@ fn under_log_sync_a_kill_9_loses_no_acknowledged_message() {
     }
     // The next one may or may not be acknowledged when the server dies; no matter.
     client.send_line("in flight");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    server.signal("-KILL");
     server.wait_exit(TIMEOUT);
 
     let received: Vec<String> = log
@@ -176,7 +172,6 @@ fn under_log_sync_a_kill_9_loses_no_acknowledged_message() {
             "{text:?} was ACKed but is not in the log"
         );
     }
-    drop(client);
 }
 
 #[test]
@@ -195,7 +190,6 @@ fn a_log_that_cannot_be_written_is_reported_once_and_the_server_serves_on() {
         );
     }
     server.expect_line("Transcript: cannot write");
-    let server: Proc = server;
     let done = server.kill_and_collect();
     assert_eq!(
         done.stdout.matches("Transcript: cannot write").count(),

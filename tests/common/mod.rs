@@ -241,11 +241,16 @@ impl Proc {
 
     /// Sends SIGINT, as Ctrl-C would.
     pub fn interrupt(&mut self) {
+        self.signal("-INT");
+    }
+
+    /// Sends `signal` (`-INT`, `-KILL`, ...) with `kill`.
+    pub fn signal(&mut self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.pid().to_string()])
+            .args([signal, &self.pid().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -INT failed: {status}");
+        assert!(status.success(), "kill {signal} failed: {status}");
     }
 
     /// Waits at most `timeout` for the process to exit.
