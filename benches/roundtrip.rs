@@ -490,15 +490,10 @@ fn measure_placement(placement: Placement, cpus: &Cpus, plan: &Plan) -> BenchRes
     ports.push(format!("{}={port}", Target::PerConnection.key(0)));
     guards.push(guard);
 
-    let mut command = placed(&std::env::current_exe()?, cpus.driver.as_deref());
+    let mut command = bench_child(ROLE_DRIVER, cpus.driver.as_deref(), plan)?;
     command
-        .env(ROLE_VAR, ROLE_DRIVER)
         .env(PLAN_VAR, plan.for_driver())
-        .env(PORTS_VAR, ports.join(" "))
-        .env(LIFETIME_VAR, plan.lifetime.as_secs().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env(PORTS_VAR, ports.join(" "));
     let driver = ChildGuard::spawn(format!("the {placement} driver"), command, None)?;
     let measured = collect(&driver, plan)?;
     drop(driver);
@@ -602,16 +597,22 @@ impl ChatServer {
     }
 }
 
-/// Starts a bare server in `cpus` and reads its port from its first line.
-fn start_bare(model: BareModel, cpus: Option<&str>, plan: &Plan) -> BenchResult<(ChildGuard, u16)> {
+/// This bench run again as `role`, placed in `cpus`, living at most the plan's lifetime.
+fn bench_child(role: &str, cpus: Option<&str>, plan: &Plan) -> BenchResult<Command> {
     let mut command = placed(&std::env::current_exe()?, cpus);
     command
-        .env(ROLE_VAR, ROLE_BARE)
-        .env(THREADS_VAR, model.to_string())
+        .env(ROLE_VAR, role)
         .env(LIFETIME_VAR, plan.lifetime.as_secs().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    Ok(command)
+}
+
+/// Starts a bare server in `cpus` and reads its port from its first line.
+fn start_bare(model: BareModel, cpus: Option<&str>, plan: &Plan) -> BenchResult<(ChildGuard, u16)> {
+    let mut command = bench_child(ROLE_BARE, cpus, plan)?;
+    command.env(THREADS_VAR, model.to_string());
     let guard = ChildGuard::spawn(format!("the bare server ({model})"), command, None)?;
     let first = guard
         .next_line(IO_LIMIT)?
@@ -1080,21 +1081,17 @@ fn measure_rss() -> BenchResult<Rss> {
     let pid = server.guard.pid;
     let idle = rss_kib(pid);
     let mut clients = Vec::with_capacity(RSS_WORKERS + RSS_WAITING);
-    for _ in 0..RSS_WORKERS {
-        clients.push(hello(server.port, |frame| {
-            matches!(frame, Frame::Welcome { .. })
-        })?);
-    }
-    // The server prints its lines about a client after it has answered it.
-    thread::sleep(SETTLE);
-    let live = rss_kib(pid);
-    for _ in 0..RSS_WAITING {
-        clients.push(hello(server.port, |frame| {
-            matches!(frame, Frame::Waiting { .. })
-        })?);
-    }
-    thread::sleep(SETTLE);
-    let waiting = rss_kib(pid);
+    // `count` more clients, each answered as `expected` says, then the server's RSS.
+    let mut join = |count: usize, expected: fn(&Frame) -> bool| -> BenchResult<Option<u64>> {
+        for _ in 0..count {
+            clients.push(hello(server.port, expected)?);
+        }
+        // The server prints its lines about a client after it has answered it.
+        thread::sleep(SETTLE);
+        Ok(rss_kib(pid))
+    };
+    let live = join(RSS_WORKERS, |frame| matches!(frame, Frame::Welcome { .. }))?;
+    let waiting = join(RSS_WAITING, |frame| matches!(frame, Frame::Waiting { .. }))?;
     drop(clients);
     drop(server);
     Ok(Rss {
@@ -1450,9 +1447,7 @@ fn serve_quietly(stream: TcpStream) {
 /// One bare connection: each MESSAGE is answered with the ACK and the echo in one write, whose
 /// ACK is then read; ends when the client closes.
 fn serve_bare(stream: TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_LIMIT))?;
-    stream.set_write_timeout(Some(IO_LIMIT))?;
+    tune(&stream)?;
     let mut reader = BufReader::new(&stream);
     let mut out = Vec::with_capacity(2 * HEADER + LARGE);
     let mut payload = Vec::new();
@@ -1657,13 +1652,18 @@ fn text(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// No Nagle delay, and every read and write bounded by [`IO_LIMIT`].
+fn tune(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))
+}
+
 /// Connects to 127.0.0.1:`port`, bounded by [`IO_LIMIT`].
 fn connect(port: u16) -> io::Result<TcpStream> {
     let stream =
         TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), IO_LIMIT)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_LIMIT))?;
-    stream.set_write_timeout(Some(IO_LIMIT))?;
+    tune(&stream)?;
     Ok(stream)
 }
 
