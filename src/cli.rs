@@ -55,6 +55,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         run(command)
     });
+    // Whatever ended the run, the terminal gets back the mode it had.
+    crate::term::restore_terminal();
     match result {
         Ok(()) => 0,
         Err(Error::Usage(message)) => {
@@ -132,6 +134,11 @@ fn common_options(o: &mut Options) {
         "heartbeat",
         &format!("seconds of silence before the peer is sent PING; as long again without an answer ends the chat; fractions allowed, 0 = off (default {})", DEFAULT_HEARTBEAT.as_secs_f64()),
         "SECS",
+    );
+    o.optflag(
+        "",
+        "multiline",
+        "server and client: a message is the lines typed up to an empty line (the original program's way)",
     );
 }
 
@@ -256,9 +263,10 @@ pub fn usage() -> String {
         "Usage: client_server_chat server [HOST] [PORT] [OPTIONS]\n       \
          client_server_chat client [HOST] [PORT] [OPTIONS]\n       \
          client_server_chat ping [HOST] [PORT] [OPTIONS]\n\n\
-         HOST defaults to 127.0.0.1 and PORT to 1234. Type a line to send it; `end` or\n\
-         Ctrl-D ends the chat. The server operator answers with TEXT or @N TEXT; /help lists\n\
-         the console commands. `ping` times round trips to any server: PING frames, or with\n\
+         HOST defaults to 127.0.0.1 and PORT to 1234. Type a line to send it (a line ending\n\
+         in `\\` goes on to the next; a paste is one message); `end` or Ctrl-D ends the chat.\n\
+         The server operator answers with TEXT or @N TEXT; /help lists the console commands.\n\
+         `ping` times round trips to any server: PING frames, or with\n\
          --messages MESSAGEs echoed by `server --echo`.",
     )
 }
@@ -311,6 +319,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
         Mode::Client => Command::Client(ClientConfig {
             target,
             legacy: matches.opt_present("legacy"),
+            multiline: matches.opt_present("multiline"),
         }),
         Mode::Ping => Command::Ping(ping_config(&matches, target)?),
     };
@@ -385,6 +394,7 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     // A probe is its own heartbeat, and has its own limit (-W).
     ("idle-timeout", &[Mode::Server, Mode::Client]),
     ("heartbeat", &[Mode::Server, Mode::Client]),
+    ("multiline", &[Mode::Server, Mode::Client]),
 ];
 
 /// A usage error for an option given to a mode that does not take it, or a bad pairing.
@@ -453,6 +463,7 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
         quiet: matches.opt_present("quiet"),
         log: matches.opt_str("log").map(PathBuf::from),
         log_sync: matches.opt_present("log-sync"),
+        multiline: matches.opt_present("multiline"),
         server: ServerConfig {
             workers,
             backlog,

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::editor::Keys;
 use crate::error::Error;
 use crate::session::{
     Ending, Event, Outbox, Session, Speech, StopReason, Stopper, Timeouts, Turn, Unsaid,
 };
-use crate::term::{Terminal, seconds, trim_line_end};
-use crate::text::sanitize;
+use crate::term::{Terminal, Typing, read_messages, seconds};
+use crate::text::{sanitize, sanitize_lines_into, width};
 
 /// Where to connect and what to say of oneself: what `client` and `ping` share.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct ClientConfig {
     pub target: Target,
     /// Speak the original program's line protocol (no handshake, no name, no notices).
     pub legacy: bool,
+    /// A message is the lines typed up to an empty line, as in the original program.
+    pub multiline: bool,
 }
 
 /// Connects, chats with stdin as the user's voice, and returns when the chat ends.
@@ -59,7 +62,7 @@ pub struct ClientConfig {
 /// An orderly end (either side's `end`, Ctrl-C, the server shutting down or removing this
 /// client) is `Ok`; everything else is an [`Error`].
 pub fn run(config: &ClientConfig) -> Result<(), Error> {
-    let out = Arc::new(Terminal::stdout());
+    let out = Arc::new(Terminal::editing(keys(config)));
     // The seed's words; an IPv6 address in brackets, so that its last colon is not the port's.
     let host = &config.target.host;
     let host = if host.contains(':') {
@@ -75,7 +78,16 @@ pub fn run(config: &ClientConfig) -> Result<(), Error> {
     chat(session, config, io::BufReader::new(io::stdin()), out)
 }
 
-/// Runs one chat over a connected stream, with the lines of `input` as the user's voice.
+/// How the client's keys (or lines) make messages.
+fn keys(config: &ClientConfig) -> Keys {
+    Keys {
+        multiline: config.multiline,
+        commands: false,
+    }
+}
+
+/// Runs one chat over a connected stream, with `input` as the user's voice: keys for the line
+/// editor if `out` runs it, lines otherwise.
 pub fn chat(
     mut session: Session,
     config: &ClientConfig,
@@ -87,7 +99,8 @@ pub fn chat(
         out: Arc::clone(&out),
         typed: Mutex::new(Typed::default()),
     });
-    read_lines(input, Arc::clone(&typist)).map_err(Error::io("starting the input thread"))?;
+    read_input(input, keys(config), Arc::clone(&typist))
+        .map_err(Error::io("starting the input thread"))?;
     let ending = if config.legacy {
         session.speak_legacy();
         out.line("Connected! (speaking the original line protocol)");
@@ -116,6 +129,7 @@ pub fn chat(
         out.after_interrupt();
     }
     out.clear_prompt();
+    out.close();
     match ending {
         Ending::Stopped(_) => {
             out.line("The chat has ended.");
@@ -136,6 +150,11 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
     } else {
         format!("[{server}] Received: ")
     };
+    typist.typed.lock().server = if server.is_empty() {
+        "the server".to_string()
+    } else {
+        server.to_string()
+    };
     session.run(Turn::Mine, None, &mut |event| match event {
         Event::MyTurn => {
             out.prompt(PROMPT);
@@ -145,7 +164,11 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
             "Message Received\nRoundtrip time: {}s",
             seconds(rtt)
         )),
-        Event::Received(text) => out.line(&format!("{received_prefix}{}", sanitize(text))),
+        Event::Received(text) => {
+            let mut line = received_prefix.clone();
+            sanitize_lines_into(&mut line, text, width(&received_prefix));
+            out.line(&line)
+        }
         Event::TooLong { len, max } => out.line(&format!(
             "Not sent: the message is {len} bytes, over the server's limit of {max}."
         )),
@@ -187,24 +210,23 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
     })
 }
 
-/// Reads lines on a thread of their own and offers each to `typist`; end of input is offered
-/// as `end`. The thread blocks on stdin, never on the chat.
-fn read_lines(input: impl BufRead + Send + 'static, typist: Arc<Typist>) -> io::Result<()> {
+/// Reads the user's input on a thread of their own and offers each message to `typist`; the
+/// end of input is offered as `end`. The thread blocks on stdin, never on the chat.
+fn read_input(
+    input: impl BufRead + Send + 'static,
+    keys: Keys,
+    typist: Arc<Typist>,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut input = input;
-            loop {
-                let mut line = Vec::new();
-                match input.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        trim_line_end(&mut line);
-                        typist.offer(line);
-                    }
-                }
+            let out = Arc::clone(&typist.out);
+            if out.is_editing() {
+                out.edit(input, &*typist);
+            } else {
+                read_messages(input, keys, |text| typist.offer(text));
+                typist.end_of_input();
             }
-            typist.offer(b"end".to_vec());
         })
         .map(drop)
 }
@@ -223,6 +245,10 @@ struct Typed {
     lines: VecDeque<Vec<u8>>,
     /// True while it is this side's turn and nothing has been said.
     my_turn: bool,
+    /// The line editor holds a draft.
+    drafting: bool,
+    /// Who answers, as the prompts name it.
+    server: String,
 }
 
 impl Typist {
@@ -232,6 +258,8 @@ impl Typist {
         typed.lines.push_back(line);
         if typed.my_turn {
             self.speak(&mut typed);
+        } else {
+            self.show(&typed);
         }
     }
 
@@ -242,9 +270,38 @@ impl Typist {
         self.speak(&mut typed);
     }
 
+    /// With the line editor: the prompt, and the lines typed ahead, as they stand. On this
+    /// side's turn the prompt is the one the session asked for; otherwise a draft is marked as
+    /// waiting for the server, and so is each line typed ahead, so neither looks sent.
+    fn show(&self, typed: &Typed) {
+        if !self.out.is_editing() {
+            return;
+        }
+        let server = &typed.server;
+        if typed.my_turn {
+            self.out.prompt(PROMPT);
+        } else if typed.drafting {
+            self.out.prompt(&format!("Send (after {server} answers): "));
+        } else {
+            self.out.clear_prompt();
+        }
+        let label = format!("Queued until {server} answers: ");
+        let queued = typed.lines.iter().map(|line| {
+            let mut shown = label.clone();
+            sanitize_lines_into(&mut shown, line, width(&label));
+            shown
+        });
+        self.out.queued(queued.collect());
+    }
+
     /// Says the oldest line waiting; one the server cannot take is reported and the next one
     /// tried.
     fn speak(&self, typed: &mut Typed) {
+        self.say_first(typed);
+        self.show(typed);
+    }
+
+    fn say_first(&self, typed: &mut Typed) {
         while let Some(line) = typed.lines.pop_front() {
             self.out.input_taken(&line);
             let refusal = match self.outbox.say(Speech::from_line(line.clone())) {
@@ -267,5 +324,24 @@ impl Typist {
             self.out.line(&refusal);
             self.out.prompt(PROMPT);
         }
+    }
+}
+
+impl Typing for Typist {
+    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>> {
+        // Enter took the draft out of the editor.
+        self.typed.lock().drafting = false;
+        self.offer(text);
+        Ok(())
+    }
+
+    fn draft(&self, open: bool) {
+        let mut typed = self.typed.lock();
+        typed.drafting = open;
+        self.show(&typed);
+    }
+
+    fn end_of_input(&self) {
+        self.offer(b"end".to_vec());
     }
 }

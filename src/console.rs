@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::editor::Keys;
 use crate::error::Error;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoResponder, Ending, Event, Journal, Outbox, Responder, Speech, Unsaid};
-use crate::term::{Terminal, seconds, trim_line_end};
-use crate::text::{sanitize, sanitize_into};
+use crate::term::{Terminal, Typing, read_messages, seconds};
+use crate::text::{sanitize, sanitize_lines_into, width};
 use crate::transcript::{self, Transcript};
 use crate::wire::Dialect;
 
@@ -32,6 +33,8 @@ pub struct ConsoleConfig {
     pub log: Option<PathBuf>,
     /// Have each received message on disk before its ACK goes out.
     pub log_sync: bool,
+    /// The operator's message is the lines typed up to an empty line.
+    pub multiline: bool,
     /// The server's settings.
     pub server: ServerConfig,
 }
@@ -40,8 +43,18 @@ pub struct ConsoleConfig {
 pub fn run(config: ConsoleConfig) -> Result<(), Error> {
     let server = Server::bind(&config.addrs, config.server.clone())?;
     let handle = server.handle();
+    let keys = Keys {
+        multiline: config.multiline,
+        commands: true,
+    };
+    // With --echo nobody types: the terminal stays as it is.
+    let out = if config.echo {
+        Terminal::stdout()
+    } else {
+        Terminal::editing(keys)
+    };
     let console = Arc::new(Console::new(
-        Terminal::stdout(),
+        out,
         handle.clone(),
         config.echo,
         config.quiet,
@@ -69,7 +82,13 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         // This thread may stay blocked on stdin after shutdown; the process exits without it.
         std::thread::Builder::new()
             .name("console".into())
-            .spawn(move || console.read_commands(io::stdin().lock()))
+            .spawn(move || {
+                if console.out.is_editing() {
+                    console.out.edit(io::stdin().lock(), &*console);
+                } else {
+                    console.read_commands(io::stdin().lock(), keys);
+                }
+            })
             .map_err(Error::io("starting the console thread"))?;
     }
     match &config.log {
@@ -98,6 +117,7 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
         }
     }
     console.out.clear_prompt();
+    console.out.close();
     console.out.line("The server has shut down.");
     Ok(())
 }
@@ -264,6 +284,18 @@ struct Routes {
     input_ended: bool,
     /// Each live session's label (`#N name`) and outbox.
     sessions: HashMap<u32, Route>,
+    /// With the line editor: the draft being typed, if one is open.
+    draft: Option<Draft>,
+}
+
+/// Where the operator's open draft goes: fixed when its first character is typed, so that
+/// nothing that happens meanwhile sends it to somebody else.
+#[derive(Debug, Clone)]
+struct Draft {
+    /// The session the draft answers (the one waiting longest when it was begun), if any was.
+    to: Option<(u32, Arc<str>)>,
+    /// That session has ended since.
+    gone: bool,
 }
 
 #[derive(Debug)]
@@ -304,23 +336,22 @@ impl Console {
         }
     }
 
-    /// Reads operator lines until end of input, which shuts the server down like `/quit`.
-    pub fn read_commands(&self, mut input: impl BufRead) {
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    /// Reads operator lines (or, with `keys.multiline`, messages of several lines) until end of
+    /// input, which shuts the server down like `/quit` once held answers are delivered.
+    pub fn read_commands(&self, input: impl BufRead, keys: Keys) {
+        read_messages(input, keys, |line| {
+            // After shutdown the lines are read, and left.
+            if !self.server.is_shutting_down() {
+                self.out.input_taken(&line);
+                self.command(&line);
+                self.refresh_prompt();
             }
-            if self.server.is_shutting_down() {
-                break;
-            }
-            trim_line_end(&mut line);
-            self.out.input_taken(&line);
-            self.command(&line);
-            self.refresh_prompt();
-        }
+        });
+        self.input_ended();
+    }
+
+    /// The operator has nothing more to say.
+    fn input_ended(&self) {
         let held = {
             let mut routes = self.routes.lock();
             routes.input_ended = true;
@@ -339,15 +370,34 @@ impl Console {
         }
     }
 
-    /// Carries out one operator line.
-    fn command(&self, line: &[u8]) {
+    /// Why the operator's finished draft, `line`, cannot go where it was begun for, if it
+    /// cannot: its session has gone, or nobody was owed an answer. (`@N`, `/` and `//` name
+    /// their own way.)
+    fn unaddressed(line: &[u8], draft: &Draft) -> Option<String> {
+        if names_its_way(line) {
+            return None;
+        }
+        let why = match &draft.to {
+            Some(_) if !draft.gone => return None,
+            Some((_, label)) => format!("{label} has left"),
+            None => "nobody was owed an answer when you began it".to_string(),
+        };
+        Some(format!(
+            "Not sent: {why}. Start the draft with @N to send it to session N, or clear it with Ctrl-U."
+        ))
+    }
+
+    /// Carries out one operator line; false when it sent nothing for want of a right target
+    /// or a sendable text (a command is always carried out, or its error said).
+    fn command(&self, line: &[u8]) -> bool {
         if let Some(rest) = line.strip_prefix(b"//") {
             let mut text = b"/".to_vec();
             text.extend_from_slice(rest);
             return self.answer(None, text);
         }
         if let Some(command) = line.strip_prefix(b"/") {
-            return self.slash_command(&String::from_utf8_lossy(command));
+            self.slash_command(&String::from_utf8_lossy(command));
+            return true;
         }
         if let Some(rest) = line.strip_prefix(b"@") {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -357,9 +407,11 @@ impl Console {
             let text = rest[digits..].strip_prefix(b" ").unwrap_or(&rest[digits..]);
             return match id {
                 Some(id) => self.answer(Some(id), text.to_vec()),
-                None => self
-                    .out
-                    .line("Error: write @N TEXT, where N is a session number."),
+                None => {
+                    self.out
+                        .line("Error: write @N TEXT, where N is a session number.");
+                    false
+                }
             };
         }
         self.answer(None, line.to_vec())
@@ -413,40 +465,53 @@ impl Console {
         }
     }
 
-    /// Sends the operator's `text` to session `to`, or to the longest-waiting session.
-    fn answer(&self, to: Option<u32>, text: Vec<u8>) {
+    /// Sends the operator's `text` to session `to`, or to the longest-waiting session; false
+    /// when it was not sent (and not held for later), which it says.
+    fn answer(&self, to: Option<u32>, text: Vec<u8>) -> bool {
         // Decided under the routes lock; said, and printed, after it.
-        let target =
-            {
-                let mut routes = self.routes.lock();
-                let id = to.or_else(|| routes.waiting.front().copied());
-                match id.map(|id| (id, routes.sessions.get(&id))) {
-                    None if self.piped && to.is_none() => {
-                        routes.held.push_back(text.clone());
-                        Err("Held: nobody is owed an answer yet; it goes to the next client who is."
-                        .to_string())
-                    }
-                    None => Err("Nobody is waiting for an answer; nothing was sent.".to_string()),
-                    Some((id, None)) => Err(format!(
-                        "Error: there is no session #{id}; nothing was sent."
-                    )),
-                    Some((id, Some(route))) if !routes.waiting.contains(&id) => Err(format!(
+        let target = {
+            let mut routes = self.routes.lock();
+            let id = to.or_else(|| routes.waiting.front().copied());
+            match id.map(|id| (id, routes.sessions.get(&id))) {
+                None if self.piped && to.is_none() => {
+                    routes.held.push_back(text.clone());
+                    Err((
+                        true,
+                        "Held: nobody is owed an answer yet; it goes to the next client who is."
+                            .to_string(),
+                    ))
+                }
+                None => Err((
+                    false,
+                    "Nobody is waiting for an answer; nothing was sent.".to_string(),
+                )),
+                Some((id, None)) => Err((
+                    false,
+                    format!("Error: there is no session #{id}; nothing was sent."),
+                )),
+                Some((id, Some(route))) if !routes.waiting.contains(&id) => Err((
+                    false,
+                    format!(
                         "Error: it is not your turn with {}; nothing was sent.",
                         route.label
-                    )),
-                    Some((id, Some(route))) => {
-                        let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
-                        routes.waiting.retain(|&w| w != id);
-                        Ok(target)
-                    }
+                    ),
+                )),
+                Some((id, Some(route))) => {
+                    let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
+                    routes.waiting.retain(|&w| w != id);
+                    Ok(target)
                 }
-            };
+            }
+        };
         let (id, label, outbox) = match target {
             Ok(target) => target,
-            Err(message) => return self.out.line(&message),
+            Err((held, message)) => {
+                self.out.line(&message);
+                return held;
+            }
         };
         let problem = match outbox.say(Speech::from_line(text)) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(Unsaid::TooLong { len, max }) => format!(
                 "[{label}] Not sent: the message is {len} bytes, over the client's limit of {max}."
             ),
@@ -454,7 +519,10 @@ impl Console {
             Err(Unsaid::NotYourTurn) => {
                 format!("Error: it is not your turn with {label}; nothing was sent.")
             }
-            Err(Unsaid::Closed) => return self.report_undelivered(&label),
+            Err(Unsaid::Closed) => {
+                self.report_undelivered(&label);
+                return false;
+            }
             Err(Unsaid::Failed(e)) => {
                 format!("[{label}] Not delivered: writing the answer to the client failed: {e}")
             }
@@ -467,6 +535,7 @@ impl Console {
             }
         }
         self.out.line(&problem);
+        false
     }
 
     fn report_undelivered(&self, label: &str) {
@@ -504,11 +573,26 @@ impl Console {
         self.out.line(&text);
     }
 
-    /// The prompt for the longest-waiting session, if any session waits.
+    /// The prompt: for the open draft's session, or the longest-waiting session, if any.
     fn prompt_text(&self, routes: &Routes) -> Option<String> {
-        let id = routes.waiting.front()?;
-        let label = routes.sessions.get(id).map_or("", |r| &*r.label);
-        let others = routes.waiting.len() - 1;
+        let (id, label) = match &routes.draft {
+            Some(Draft { to: None, .. }) => {
+                return Some("Send (nobody to answer; @N picks a session): ".into());
+            }
+            Some(Draft {
+                to: Some((_, label)),
+                gone: true,
+            }) => return Some(format!("Send to {label} (gone): ")),
+            Some(Draft {
+                to: Some((id, label)),
+                ..
+            }) => (*id, &**label),
+            None => {
+                let id = *routes.waiting.front()?;
+                (id, routes.sessions.get(&id).map_or("", |r| &*r.label))
+            }
+        };
+        let others = routes.waiting.iter().filter(|&&w| w != id).count();
         Some(if others > 0 {
             format!("Send to {label} (+{others} more to answer): ")
         } else {
@@ -642,7 +726,8 @@ impl Console {
                 line.push('[');
                 line.push_str(&label);
                 line.push_str("] Received: ");
-                sanitize_into(&mut line, text);
+                let indent = width(&line);
+                sanitize_lines_into(&mut line, text, indent);
                 line
             }
             Event::Acked { rtt } => format!(
@@ -701,16 +786,34 @@ impl Console {
         self.gone(id, &line);
     }
 
-    /// Session `id` is over: it leaves the routes and the queue, and `line` says so.
+    /// Session `id` is over: it leaves the routes and the queue, and `line` says so. A draft
+    /// begun for it stays, marked, and goes to nobody else unless the operator says so.
     fn gone(&self, id: u32, line: &str) {
-        {
+        let kept = {
             let mut routes = self.routes.lock();
             routes.sessions.remove(&id);
             routes.waiting.retain(|&w| w != id);
-        }
+            match &mut routes.draft {
+                Some(draft) if draft.to.as_ref().is_some_and(|(to, _)| *to == id) => {
+                    draft.gone = true;
+                    true
+                }
+                _ => false,
+            }
+        };
         self.out.line(line);
+        if kept {
+            self.out.line(
+                "Your draft for them is kept, and goes to nobody else unless you start it with @N.",
+            );
+        }
         self.refresh_prompt();
     }
+}
+
+/// True for an operator line that is a command or says whom it answers (`/`, `//`, `@N`).
+fn names_its_way(line: &[u8]) -> bool {
+    line.starts_with(b"/") || line.starts_with(b"@")
 }
 
 /// How the operator sees a session named: `#N`, `#N name`, and `#N (legacy)` for a client of the
@@ -747,5 +850,53 @@ fn format_duration(d: Duration) -> String {
         format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
     } else {
         format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// The operator typing into the line editor.
+impl Typing for Console {
+    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>> {
+        let draft = self.routes.lock().draft.take();
+        let draft = draft.unwrap_or(Draft {
+            to: None,
+            gone: false,
+        });
+        let done = match Console::unaddressed(&text, &draft) {
+            Some(why) => {
+                self.out.line(&why);
+                false
+            }
+            None if self.server.is_shutting_down() => true,
+            None => {
+                self.out.input_taken(&text);
+                match &draft.to {
+                    Some((id, _)) if !names_its_way(&text) => self.answer(Some(*id), text.clone()),
+                    _ => self.command(&text),
+                }
+            }
+        };
+        if !done {
+            self.routes.lock().draft = Some(draft);
+        }
+        self.refresh_prompt();
+        if done { Ok(()) } else { Err(text) }
+    }
+
+    fn draft(&self, open: bool) {
+        {
+            let mut routes = self.routes.lock();
+            routes.draft = open.then(|| Draft {
+                to: routes.waiting.front().map(|&id| {
+                    let label = routes.sessions.get(&id).map(|r| Arc::clone(&r.label));
+                    (id, label.unwrap_or_else(|| format!("#{id}").into()))
+                }),
+                gone: false,
+            });
+        }
+        self.refresh_prompt();
+    }
+
+    fn end_of_input(&self) {
+        self.input_ended();
     }
 }

@@ -31,6 +31,7 @@ pub mod access;
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod editor;
 pub mod ending;
 pub mod error;
 pub mod legacy;

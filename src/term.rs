@@ -1,9 +1,12 @@
-//! The terminal: a line printer that keeps the prompt in view, and how figures are shown.
+//! The terminal: a line printer that keeps the prompt (and, with the line editor, the draft) in
+//! view below what is printed; the terminal's mode while the editor runs; how figures are shown.
 
-use std::io::{self, IsTerminal, Write};
-use std::time::Duration;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::text::sanitize;
+use crate::editor::{Action, Editor, Keys};
+use crate::text::{sanitize_lines_into, width};
 
 use parking_lot::Mutex;
 
@@ -11,25 +14,95 @@ use parking_lot::Mutex;
 ///
 /// When something happens while a prompt is shown, the prompt is taken away, the line printed,
 /// and the prompt shown again, so the user never types after a line that is no longer the
-/// prompt. On a terminal the prompt line is erased and redrawn; in a pipe the prompt's line is
-/// ended first, so each line in a log stays whole.
+/// prompt. With the line editor ([`Terminal::editing`]) the prompt, the draft and any queued
+/// lines are erased and drawn again, the cursor back where it was; without it, on a terminal the
+/// prompt line is erased and redrawn, and in a pipe the prompt's line is ended first, so each
+/// line in a log stays whole.
 #[derive(Debug)]
 pub struct Terminal {
-    /// The prompt on screen now, if any.
-    prompt: Mutex<Option<String>>,
+    screen: Mutex<Screen>,
     stdout_is_tty: bool,
     echo_input: bool,
+    /// The line editor reads the keys and this side draws what is typed.
+    editing: bool,
+}
+
+/// What is drawn below the printed lines.
+#[derive(Debug)]
+struct Screen {
+    /// The prompt, if one is shown.
+    prompt: Option<String>,
+    editor: Editor,
+    /// Lines drawn above the prompt that are not final (messages queued to be sent).
+    queued: Vec<String>,
+    /// With the editor: how many rows below the drawing's first the cursor is, while something
+    /// is drawn.
+    drawn: Option<usize>,
+    /// The terminal's width, and when it was last asked.
+    width: usize,
+    width_asked: Option<Instant>,
+    /// The chat is over: nothing more is drawn.
+    closed: bool,
+}
+
+/// What a front-end does with what the editor's user types.
+pub trait Typing: Sync {
+    /// A message the user finished, multi-line or not. Handing it back keeps it as the draft
+    /// (it could not be sent, and the front-end has said why).
+    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>>;
+    /// A draft was opened (its first character typed) or closed (emptied without sending).
+    fn draft(&self, open: bool);
+    /// The user has nothing more to say (Ctrl-D on an empty draft, or stdin closed).
+    fn end_of_input(&self);
 }
 
 impl Terminal {
     /// A printer for this process's stdout; typed input is echoed after the prompt when stdin is
     /// not a terminal (nobody else would show it, and the transcript should read the same).
     pub fn stdout() -> Terminal {
+        Terminal::new(false, Keys::default())
+    }
+
+    /// Like [`Terminal::stdout`], with the line editor when stdin and stdout are a terminal and
+    /// it can be put in non-canonical mode; otherwise lines are read as they come, and if the
+    /// mode could not be set, the user is told so.
+    pub fn editing(keys: Keys) -> Terminal {
+        let tty = io::stdin().is_terminal() && io::stdout().is_terminal();
+        let editing = tty && {
+            match enter_raw_mode() {
+                Ok(()) => true,
+                Err(why) => {
+                    write_out(&format!(
+                        "Line editing is off ({why}): lines are read as the terminal gives them.\n"
+                    ));
+                    false
+                }
+            }
+        };
+        Terminal::new(editing, keys)
+    }
+
+    fn new(editing: bool, keys: Keys) -> Terminal {
         Terminal {
-            prompt: Mutex::new(None),
+            screen: Mutex::new(Screen {
+                prompt: None,
+                editor: Editor::new(keys),
+                queued: Vec::new(),
+                drawn: None,
+                width: 80,
+                width_asked: None,
+                closed: false,
+            }),
             stdout_is_tty: io::stdout().is_terminal(),
-            echo_input: !io::stdin().is_terminal(),
+            echo_input: editing || !io::stdin().is_terminal(),
+            editing,
         }
+    }
+
+    /// True when the line editor reads the keys: the front-end gives its input to
+    /// [`Terminal::edit`] instead of reading lines.
+    pub fn is_editing(&self) -> bool {
+        self.editing
     }
 
     /// What takes a shown prompt away: erasing its line on a terminal, ending it in a pipe.
@@ -41,68 +114,299 @@ impl Terminal {
         }
     }
 
-    /// Prints one line of the program's own, keeping any prompt below it.
+    /// Prints one line of the program's own (it may hold several), keeping any prompt below it.
     pub fn line(&self, text: &str) {
-        let shown = self.prompt.lock();
+        let mut screen = self.screen.lock();
         let mut out = String::with_capacity(text.len() + 16);
-        if shown.is_some() {
-            out.push_str(self.leave_prompt());
-        }
-        out.push_str(text);
-        out.push('\n');
-        if let Some(prompt) = shown.as_deref() {
-            out.push_str(prompt);
+        if self.editing {
+            screen.erase(&mut out);
+            out.push_str(text);
+            out.push('\n');
+            screen.draw(&mut out);
+        } else {
+            if screen.prompt.is_some() {
+                out.push_str(self.leave_prompt());
+            }
+            out.push_str(text);
+            out.push('\n');
+            if let Some(prompt) = screen.prompt.as_deref() {
+                out.push_str(prompt);
+            }
         }
         write_out(&out);
     }
 
     /// Shows `prompt` (replacing any prompt shown now) and keeps it until input is taken.
     pub fn prompt(&self, prompt: &str) {
-        let mut shown = self.prompt.lock();
-        if shown.as_deref() == Some(prompt) {
+        self.set_prompt(Some(prompt));
+    }
+
+    /// Takes the prompt away without printing anything (a draft being typed stays).
+    pub fn clear_prompt(&self) {
+        self.set_prompt(None);
+    }
+
+    fn set_prompt(&self, prompt: Option<&str>) {
+        // The lock is held while writing, so that no other line comes between.
+        let mut screen = self.screen.lock();
+        if screen.prompt.as_deref() == prompt {
             return;
         }
         let mut out = String::new();
-        if shown.is_some() {
-            out.push_str(self.leave_prompt());
+        if self.editing {
+            screen.erase(&mut out);
+            screen.prompt = prompt.map(str::to_string);
+            screen.draw(&mut out);
+        } else {
+            if screen.prompt.is_some() {
+                out.push_str(self.leave_prompt());
+            }
+            out.push_str(prompt.unwrap_or(""));
+            screen.prompt = prompt.map(str::to_string);
         }
-        out.push_str(prompt);
         write_out(&out);
-        *shown = Some(prompt.to_string());
     }
 
-    /// The terminal echoed `^C` where the cursor was: takes that line away (and redraws the
-    /// prompt that was on it), so that what is printed next does not share a line with `^C`.
-    /// Nothing to do when stdout is not a terminal.
-    pub fn after_interrupt(&self) {
-        if !self.stdout_is_tty {
+    /// With the editor: the lines drawn above the prompt for messages typed but not yet sent.
+    /// Nothing to draw without it (the lines are shown as they are sent).
+    pub fn queued(&self, lines: Vec<String>) {
+        if !self.editing {
             return;
         }
-        let shown = self.prompt.lock();
-        write_out(&format!("\r\x1b[2K{}", shown.as_deref().unwrap_or("")));
+        let mut screen = self.screen.lock();
+        let mut out = String::new();
+        screen.erase(&mut out);
+        screen.queued = lines;
+        screen.draw(&mut out);
+        write_out(&out);
     }
 
-    /// Takes the prompt away without printing anything.
-    pub fn clear_prompt(&self) {
-        // The lock is held while writing, so that no other line comes between.
-        let mut shown = self.prompt.lock();
-        if shown.take().is_some() {
-            write_out(self.leave_prompt());
+    /// Ctrl-C: without the editor, the terminal echoed `^C` where the cursor was; that line is
+    /// taken away (and the prompt that was on it redrawn), so that what is printed next does not
+    /// share a line with `^C`. With it, nothing was echoed. Nothing to do in a pipe.
+    pub fn after_interrupt(&self) {
+        if !self.stdout_is_tty || self.editing {
+            return;
         }
+        let screen = self.screen.lock();
+        write_out(&format!(
+            "\r\x1b[2K{}",
+            screen.prompt.as_deref().unwrap_or("")
+        ));
     }
 
-    /// The user's line was taken: the prompt is done. Echoes the line when stdin is not a
-    /// terminal; on a terminal the user's own typing and Enter are already on screen.
+    /// The user's `line` was taken (to be sent, or as a command): the prompt is done. Echoes it
+    /// after the prompt, each further line of it under the first, unless the terminal already
+    /// shows it (stdin a terminal without the editor).
     pub fn input_taken(&self, line: &[u8]) {
-        let mut shown = self.prompt.lock();
-        if shown.take().is_some() && self.echo_input {
-            write_out(&format!("{}\n", sanitize(line)));
+        let mut screen = self.screen.lock();
+        let mut out = String::new();
+        if self.editing {
+            screen.erase(&mut out);
         }
+        if let Some(prompt) = screen.prompt.take()
+            && self.echo_input
+        {
+            if self.editing {
+                out.push_str(&prompt);
+            }
+            sanitize_lines_into(&mut out, line, width(&prompt));
+            out.push('\n');
+        }
+        if self.editing {
+            screen.draw(&mut out);
+        }
+        write_out(&out);
+    }
+
+    /// The chat is over: the drawing is taken away (a draft not sent is printed as such, so
+    /// nothing typed is lost from sight), nothing more is drawn, and the terminal's mode is
+    /// restored.
+    pub fn close(&self) {
+        if !self.editing {
+            return;
+        }
+        let mut screen = self.screen.lock();
+        let mut out = String::new();
+        screen.erase(&mut out);
+        screen.closed = true;
+        if !screen.editor.is_empty() {
+            let draft = screen.editor.draft();
+            out.push_str("Draft not sent: ");
+            sanitize_lines_into(&mut out, draft.as_bytes(), 16);
+            out.push('\n');
+        }
+        write_out(&out);
+        restore_terminal();
+    }
+
+    /// Reads keys from `input` (stdin, in non-canonical mode) through the editor until the end
+    /// of input, telling `typing` what the user does, and redrawing the draft after each read.
+    pub fn edit(&self, mut input: impl Read, typing: &dyn Typing) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            for &b in &buf[..n] {
+                let action = self.screen.lock().editor.byte(b);
+                match action {
+                    None => {}
+                    Some(Action::Opened) => typing.draft(true),
+                    Some(Action::Closed) => typing.draft(false),
+                    Some(Action::Submit(text)) => {
+                        if let Err(kept) = typing.submit(text.into_bytes()) {
+                            let kept = String::from_utf8_lossy(&kept).into_owned();
+                            self.screen.lock().editor.restore(&kept);
+                        }
+                    }
+                    Some(Action::EndOfInput) => return typing.end_of_input(),
+                }
+            }
+            let mut screen = self.screen.lock();
+            let mut out = String::new();
+            screen.erase(&mut out);
+            screen.draw(&mut out);
+            write_out(&out);
+        }
+        typing.end_of_input();
+    }
+}
+
+impl Screen {
+    /// Takes what is drawn away: back to the drawing's first row, and clear to the end of the
+    /// screen.
+    fn erase(&mut self, out: &mut String) {
+        if let Some(rows) = self.drawn.take() {
+            out.push('\r');
+            if rows > 0 {
+                out.push_str(&format!("\x1b[{rows}A"));
+            }
+            out.push_str("\x1b[J");
+        }
+    }
+
+    /// Draws the queued lines, the prompt and the draft, if there is anything to draw.
+    fn draw(&mut self, out: &mut String) {
+        if self.closed
+            || (self.prompt.is_none() && self.editor.is_empty() && self.queued.is_empty())
+        {
+            return;
+        }
+        if self
+            .width_asked
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(1))
+        {
+            // Asked again now and then, since a terminal window can be resized.
+            self.width_asked = Some(Instant::now());
+            if let Some(columns) = terminal_width() {
+                self.width = columns;
+            }
+        }
+        let drawing = self.editor.draw(
+            &self.queued,
+            self.prompt.as_deref().unwrap_or(""),
+            self.width,
+        );
+        out.push_str(&drawing.text);
+        self.drawn = Some(drawing.cursor_row);
+    }
+}
+
+/// The terminal mode saved when the editor took over: `stty -g`'s words, to give back to `stty`.
+static SAVED_MODE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Runs `stty` on this process's stdin with `args`; its output, or why it failed.
+fn stty(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("stty")
+        .args(args)
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run stty: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("stty {} failed", args.join(" ")));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The terminal's width in columns, if `stty` can tell it.
+fn terminal_width() -> Option<usize> {
+    let size = stty(&["size"]).ok()?;
+    let columns = size.split_whitespace().nth(1)?.parse().ok()?;
+    (columns > 0).then_some(columns)
+}
+
+/// Puts the terminal on stdin in non-canonical, no-echo mode with bracketed paste, saving the
+/// mode to restore; a panic on the main or input thread restores it before it is reported.
+fn enter_raw_mode() -> Result<(), String> {
+    let saved = stty(&["-g"])?;
+    stty(&["-icanon", "-echo", "min", "1"])?;
+    *SAVED_MODE.lock() = Some(saved);
+    write_out("\x1b[?2004h");
+    let reported = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // A worker's panic is caught and its session closed; the console goes on in its mode.
+        let thread = std::thread::current();
+        if matches!(thread.name(), Some("main" | "stdin" | "console")) {
+            restore_terminal();
+        }
+        reported(info);
+    }));
+    Ok(())
+}
+
+/// Gives the terminal back the mode it had before the line editor; nothing to do if the editor
+/// never ran (or the mode was restored already). Every way out of the program comes here.
+pub fn restore_terminal() {
+    if let Some(saved) = SAVED_MODE.lock().take() {
+        write_out("\x1b[?2004l");
+        let _ = stty(&[&saved]);
+    }
+}
+
+/// Reads messages from `input` a line at a time until its end, giving each to `each`: one
+/// line one message; or with `keys.multiline`, lines gathered until an empty line (and, with
+/// `keys.commands`, a first line starting with `/` but not `//` at once). The lines gathered
+/// when the input ends are the last message.
+pub fn read_messages(mut input: impl BufRead, keys: Keys, mut each: impl FnMut(Vec<u8>)) {
+    let mut gathered: Option<Vec<u8>> = None;
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => trim_line_end(&mut line),
+        }
+        if !keys.multiline {
+            each(line);
+            continue;
+        }
+        match gathered.as_mut() {
+            None if line.is_empty() => {}
+            None if keys.commands && line.starts_with(b"/") && !line.starts_with(b"//") => {
+                each(line)
+            }
+            None => gathered = Some(line),
+            Some(_) if line.is_empty() => each(gathered.take().unwrap_or_default()),
+            Some(text) => {
+                text.push(b'\n');
+                text.extend_from_slice(&line);
+            }
+        }
+    }
+    if let Some(text) = gathered {
+        each(text);
     }
 }
 
 /// Writes to stdout; a closed stdout (a pipe whose reader left) is not worth failing a chat for.
 fn write_out(text: &str) {
+    if text.is_empty() {
+        return;
+    }
     let mut stdout = io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();

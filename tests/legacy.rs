@@ -216,7 +216,7 @@ fn a_stranger_gets_one_line_saying_what_the_server_speaks_and_others_chat_on() {
 }
 
 #[test]
-fn a_legacy_client_chats_with_the_echo_server_and_its_newlines_show_as_caret_j() {
+fn a_legacy_client_chats_with_the_echo_server_and_its_lines_show_as_one_indented_block() {
     let (mut server, port) = start_server(&["--echo"]);
     let mut peer = LegacyPeer::connect(port);
     let addr = peer.local_addr();
@@ -239,8 +239,10 @@ fn a_legacy_client_chats_with_the_echo_server_and_its_newlines_show_as_caret_j()
     );
     assert_eq!(
         server.expect_line("Received:"),
-        "[#1 (legacy)] Received: two^Jlines"
+        "[#1 (legacy)] Received: two"
     );
+    // The next line goes on under the first, not as a line of the console's own.
+    assert_eq!(server.expect_line("lines"), "                        lines");
     expect_ack(&mut server, "[#1 (legacy)] ");
     assert_eq!(server.expect_line("Received:"), "[#1 (legacy)] Received: ");
     assert_eq!(
@@ -473,7 +475,7 @@ fn legacy_client_chats_with_an_original_server_and_end_sends_msg_end() {
         &client,
         port,
         "Connected! (speaking the original line protocol)",
-        "Received: two^Jlines",
+        "Received: two\n          lines",
     );
     assert!(client.stderr.is_empty(), "{client:#?}");
 }

@@ -483,7 +483,7 @@ pub fn echo_server_with_a_good_client(extra: &[&str]) -> (Proc, u16, Proc) {
 }
 
 /// Asserts the whole stdout of a client whose input was `hi`, then `end`: `connected` is its
-/// second line, and `received` the answer it was sent.
+/// second line, and `received` the answer it was sent, as shown (a line each of its lines).
 pub fn assert_hi_then_end_transcript(
     client: &Finished,
     port: u16,
@@ -491,7 +491,9 @@ pub fn assert_hi_then_end_transcript(
     received: &str,
 ) {
     let lines = client.lines();
-    assert_eq!(lines.len(), 8, "unexpected transcript: {client:#?}");
+    let shown: Vec<&str> = received.split('\n').collect();
+    let more = shown.len() - 1;
+    assert_eq!(lines.len(), 8 + more, "unexpected transcript: {client:#?}");
     assert_eq!(
         lines[0],
         format!("Trying to connect to server: 127.0.0.1: {port}")
@@ -504,9 +506,9 @@ pub fn assert_hi_then_end_transcript(
         "bad RTT line: {:?}",
         lines[4]
     );
-    assert_eq!(lines[5], received);
-    assert_eq!(lines[6], "Send: end");
-    assert_eq!(lines[7], "The chat has ended.");
+    assert_eq!(lines[5..6 + more], shown);
+    assert_eq!(lines[6 + more], "Send: end");
+    assert_eq!(lines[7 + more], "The chat has ended.");
 }
 
 /// Limits process `pid` to descriptors numbered below `limit` with `prlimit` (util-linux, on
