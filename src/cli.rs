@@ -15,6 +15,7 @@ use crate::ping::PingConfig;
 use crate::protocol::{DEFAULT_MAX_MESSAGE, MAX_NAME};
 use crate::server::ServerConfig;
 use crate::session::{DEFAULT_HEARTBEAT, Timeouts};
+use crate::term::EditorUse;
 
 /// Host used when none is given.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -139,6 +140,12 @@ fn common_options(o: &mut Options) {
         "",
         "multiline",
         "server and client: a message is the lines typed up to an empty line (the original program's way)",
+    );
+    o.optopt(
+        "",
+        "editor",
+        "server and client: the line editor: auto (with a terminal; the default), always (keys from any stdin), never",
+        "WHEN",
     );
 }
 
@@ -320,6 +327,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
             target,
             legacy: matches.opt_present("legacy"),
             multiline: matches.opt_present("multiline"),
+            editor: editor_use(&matches)?,
         }),
         Mode::Ping => Command::Ping(ping_config(&matches, target)?),
     };
@@ -395,6 +403,7 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("idle-timeout", &[Mode::Server, Mode::Client]),
     ("heartbeat", &[Mode::Server, Mode::Client]),
     ("multiline", &[Mode::Server, Mode::Client]),
+    ("editor", &[Mode::Server, Mode::Client]),
 ];
 
 /// A usage error for an option given to a mode that does not take it, or a bad pairing.
@@ -464,6 +473,7 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
         log: matches.opt_str("log").map(PathBuf::from),
         log_sync: matches.opt_present("log-sync"),
         multiline: matches.opt_present("multiline"),
+        editor: editor_use(matches)?,
         server: ServerConfig {
             workers,
             backlog,
@@ -480,6 +490,18 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
 }
 
 /// The blocks given with `--FLAG SPEC` and in `--FILE_FLAG FILE`s.
+/// `--editor WHEN`.
+fn editor_use(matches: &Matches) -> Result<EditorUse, Error> {
+    match matches.opt_str("editor").as_deref() {
+        None | Some("auto") => Ok(EditorUse::Auto),
+        Some("always") => Ok(EditorUse::Always),
+        Some("never") => Ok(EditorUse::Never),
+        Some(other) => Err(Error::Usage(format!(
+            "--editor takes auto, always or never, not '{other}'"
+        ))),
+    }
+}
+
 fn blocks(matches: &Matches, flag: &str, file_flag: &str) -> Result<Vec<Block>, Error> {
     let mut blocks = Vec::new();
     for spec in matches.opt_strs(flag) {

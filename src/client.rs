@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::session::{
     Ending, Event, Outbox, Session, Speech, StopReason, Stopper, Timeouts, Turn, Unsaid,
 };
-use crate::term::{Terminal, Typing, read_messages, seconds};
+use crate::term::{EditorUse, Terminal, Typing, read_messages, seconds};
 use crate::text::{sanitize, sanitize_lines_into, width};
 
 /// Where to connect and what to say of oneself: what `client` and `ping` share.
@@ -55,6 +55,8 @@ pub struct ClientConfig {
     pub legacy: bool,
     /// A message is the lines typed up to an empty line, as in the original program.
     pub multiline: bool,
+    /// When to run the line editor.
+    pub editor: EditorUse,
 }
 
 /// Connects, chats with stdin as the user's voice, and returns when the chat ends.
@@ -62,7 +64,7 @@ pub struct ClientConfig {
 /// An orderly end (either side's `end`, Ctrl-C, the server shutting down or removing this
 /// client) is `Ok`; everything else is an [`Error`].
 pub fn run(config: &ClientConfig) -> Result<(), Error> {
-    let out = Arc::new(Terminal::editing(keys(config)));
+    let out = Arc::new(Terminal::editing(keys(config), config.editor));
     // The seed's words; an IPv6 address in brackets, so that its last colon is not the port's.
     let host = &config.target.host;
     let host = if host.contains(':') {

@@ -14,7 +14,7 @@ use crate::editor::Keys;
 use crate::error::Error;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoResponder, Ending, Event, Journal, Outbox, Responder, Speech, Unsaid};
-use crate::term::{Terminal, Typing, read_messages, seconds};
+use crate::term::{EditorUse, Terminal, Typing, read_messages, seconds};
 use crate::text::{sanitize, sanitize_lines_into, width};
 use crate::transcript::{self, Transcript};
 use crate::wire::Dialect;
@@ -35,6 +35,8 @@ pub struct ConsoleConfig {
     pub log_sync: bool,
     /// The operator's message is the lines typed up to an empty line.
     pub multiline: bool,
+    /// When to run the line editor.
+    pub editor: EditorUse,
     /// The server's settings.
     pub server: ServerConfig,
 }
@@ -51,7 +53,7 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
     let out = if config.echo {
         Terminal::stdout()
     } else {
-        Terminal::editing(keys)
+        Terminal::editing(keys, config.editor)
     };
     let console = Arc::new(Console::new(
         out,

@@ -27,6 +27,18 @@ pub struct Terminal {
     editing: bool,
 }
 
+/// When the front-ends run the line editor (`--editor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EditorUse {
+    /// When stdin and stdout are a terminal.
+    #[default]
+    Auto,
+    /// Always, even with stdin a pipe.
+    Always,
+    /// Never: one line is one message, as the terminal's own line mode gives them.
+    Never,
+}
+
 /// What is drawn below the printed lines.
 #[derive(Debug)]
 struct Screen {
@@ -63,13 +75,18 @@ impl Terminal {
         Terminal::new(false, Keys::default())
     }
 
-    /// Like [`Terminal::stdout`], with the line editor when stdin and stdout are a terminal and
-    /// it can be put in non-canonical mode; otherwise lines are read as they come, and if the
-    /// mode could not be set, the user is told so.
-    pub fn editing(keys: Keys) -> Terminal {
+    /// Like [`Terminal::stdout`], with the line editor when `when` says so. With
+    /// [`EditorUse::Auto`] that is when stdin and stdout are a terminal and stdin can be put in
+    /// non-canonical mode; if the mode could not be set, the user is told so and lines are read
+    /// as the terminal gives them. [`EditorUse::Always`] runs the editor on any stdin (a script
+    /// that types keys), setting the terminal's mode only if stdin is one.
+    pub fn editing(keys: Keys, when: EditorUse) -> Terminal {
         let tty = io::stdin().is_terminal() && io::stdout().is_terminal();
-        let editing = tty && {
-            match enter_raw_mode() {
+        let editing = match when {
+            EditorUse::Never => false,
+            EditorUse::Always if !io::stdin().is_terminal() => true,
+            EditorUse::Auto if !tty => false,
+            EditorUse::Always | EditorUse::Auto => match enter_raw_mode() {
                 Ok(()) => true,
                 Err(why) => {
                     write_out(&format!(
@@ -77,7 +94,7 @@ impl Terminal {
                     ));
                     false
                 }
-            }
+            },
         };
         Terminal::new(editing, keys)
     }
