@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::session::{
     Ending, Event, Outbox, Session, Speech, StopReason, Stopper, Timeouts, Turn, Unsaid,
 };
-use crate::term::{EditorUse, Terminal, Typing, read_messages, seconds};
+use crate::term::{EditorUse, Terminal, Typing, seconds};
 use crate::text::{sanitize, sanitize_lines_into, width};
 
 /// Where to connect and what to say of oneself: what `client` and `ping` share.
@@ -226,7 +226,7 @@ fn read_input(
             if out.is_editing() {
                 out.edit(input, &*typist);
             } else {
-                read_messages(input, keys, |text| typist.offer(text));
+                out.read_messages(input, keys, |text| typist.offer(text));
                 typist.end_of_input();
             }
         })

@@ -14,7 +14,7 @@ use crate::editor::Keys;
 use crate::error::Error;
 use crate::server::{Frontend, Server, ServerConfig, ServerEvent, ServerHandle};
 use crate::session::{EchoResponder, Ending, Event, Journal, Outbox, Responder, Speech, Unsaid};
-use crate::term::{EditorUse, Terminal, Typing, read_messages, seconds};
+use crate::term::{EditorUse, Terminal, Typing, seconds};
 use crate::text::{sanitize, sanitize_lines_into, width};
 use crate::transcript::{self, Transcript};
 use crate::wire::Dialect;
@@ -341,7 +341,7 @@ impl Console {
     /// Reads operator lines (or, with `keys.multiline`, messages of several lines) until end of
     /// input, which shuts the server down like `/quit` once held answers are delivered.
     pub fn read_commands(&self, input: impl BufRead, keys: Keys) {
-        read_messages(input, keys, |line| {
+        self.out.read_messages(input, keys, |line| {
             // After shutdown the lines are read, and left.
             if !self.server.is_shutting_down() {
                 self.out.input_taken(&line);
@@ -796,18 +796,21 @@ impl Console {
             routes.sessions.remove(&id);
             routes.waiting.retain(|&w| w != id);
             match &mut routes.draft {
-                Some(draft) if draft.to.as_ref().is_some_and(|(to, _)| *to == id) => {
-                    draft.gone = true;
-                    true
+                Some(Draft {
+                    to: Some((to, label)),
+                    gone,
+                }) if *to == id => {
+                    *gone = true;
+                    Some(Arc::clone(label))
                 }
-                _ => false,
+                _ => None,
             }
         };
         self.out.line(line);
-        if kept {
-            self.out.line(
-                "Your draft for them is kept, and goes to nobody else unless you start it with @N.",
-            );
+        if let Some(label) = kept {
+            self.out.line(&format!(
+                "[{label}] Your draft for them is kept, and goes to nobody else unless you start it with @N."
+            ));
         }
         self.refresh_prompt();
     }

@@ -291,6 +291,57 @@ impl Terminal {
         }
         typing.end_of_input();
     }
+
+    /// Without the editor: reads messages from `input` a line at a time until its end, giving
+    /// each to `each`: one line one message; or with `keys.multiline`, lines gathered until an
+    /// empty line (and, with `keys.commands`, a first line starting with `/` but not `//` at
+    /// once). The lines gathered when the input ends are the last message. An empty line typed
+    /// at a terminal is no message (the prompt is shown again); piped, it is one.
+    pub fn read_messages(
+        &self,
+        mut input: impl BufRead,
+        keys: Keys,
+        mut each: impl FnMut(Vec<u8>),
+    ) {
+        let mut gathered: Option<Vec<u8>> = None;
+        loop {
+            let mut line = Vec::new();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => trim_line_end(&mut line),
+            }
+            if !keys.multiline {
+                if line.is_empty() && !self.echo_input {
+                    self.reshow_prompt();
+                } else {
+                    each(line);
+                }
+                continue;
+            }
+            match gathered.as_mut() {
+                None if line.is_empty() => {}
+                None if keys.commands && line.starts_with(b"/") && !line.starts_with(b"//") => {
+                    each(line)
+                }
+                None => gathered = Some(line),
+                Some(_) if line.is_empty() => each(gathered.take().unwrap_or_default()),
+                Some(text) => {
+                    text.push(b'\n');
+                    text.extend_from_slice(&line);
+                }
+            }
+        }
+        if let Some(text) = gathered {
+            each(text);
+        }
+    }
+
+    /// The user pressed Enter on nothing at a terminal in line mode: the prompt is shown again
+    /// on the new line.
+    fn reshow_prompt(&self) {
+        let screen = self.screen.lock();
+        write_out(screen.prompt.as_deref().unwrap_or(""));
+    }
 }
 
 impl Screen {
@@ -382,40 +433,6 @@ pub fn restore_terminal() {
     if let Some(saved) = SAVED_MODE.lock().take() {
         write_out("\x1b[?2004l");
         let _ = stty(&[&saved]);
-    }
-}
-
-/// Reads messages from `input` a line at a time until its end, giving each to `each`: one
-/// line one message; or with `keys.multiline`, lines gathered until an empty line (and, with
-/// `keys.commands`, a first line starting with `/` but not `//` at once). The lines gathered
-/// when the input ends are the last message.
-pub fn read_messages(mut input: impl BufRead, keys: Keys, mut each: impl FnMut(Vec<u8>)) {
-    let mut gathered: Option<Vec<u8>> = None;
-    loop {
-        let mut line = Vec::new();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => trim_line_end(&mut line),
-        }
-        if !keys.multiline {
-            each(line);
-            continue;
-        }
-        match gathered.as_mut() {
-            None if line.is_empty() => {}
-            None if keys.commands && line.starts_with(b"/") && !line.starts_with(b"//") => {
-                each(line)
-            }
-            None => gathered = Some(line),
-            Some(_) if line.is_empty() => each(gathered.take().unwrap_or_default()),
-            Some(text) => {
-                text.push(b'\n');
-                text.extend_from_slice(&line);
-            }
-        }
-    }
-    if let Some(text) = gathered {
-        each(text);
     }
 }
 

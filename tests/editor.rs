@@ -50,7 +50,7 @@ fn a_draft_for_a_client_who_leaves_is_kept_and_sent_to_nobody_else() {
     server.expect_text("Send to #1 alice (+1 more to answer): alice, your hint is: blue");
     drop(alice);
     expect_printed(&mut server, "[#1 alice] The other side left the chat");
-    expect_printed(&mut server, "Your draft for them is kept");
+    expect_printed(&mut server, "[#1 alice] Your draft for them is kept");
     server.expect_text("Send to #1 alice (gone): alice, your hint is: blue");
 
     // Enter sends nothing, says so, and keeps the draft.
