@@ -64,7 +64,11 @@ pub struct ClientConfig {
 /// An orderly end (either side's `end`, Ctrl-C, the server shutting down or removing this
 /// client) is `Ok`; everything else is an [`Error`].
 pub fn run(config: &ClientConfig) -> Result<(), Error> {
-    let out = Arc::new(Terminal::editing(keys(config), config.editor));
+    let keys = Keys {
+        multiline: config.multiline,
+        commands: false,
+    };
+    let out = Arc::new(Terminal::editing(keys, config.editor));
     // The seed's words; an IPv6 address in brackets, so that its last colon is not the port's.
     let host = &config.target.host;
     let host = if host.contains(':') {
@@ -80,16 +84,8 @@ pub fn run(config: &ClientConfig) -> Result<(), Error> {
     chat(session, config, io::BufReader::new(io::stdin()), out)
 }
 
-/// How the client's keys (or lines) make messages.
-fn keys(config: &ClientConfig) -> Keys {
-    Keys {
-        multiline: config.multiline,
-        commands: false,
-    }
-}
-
 /// Runs one chat over a connected stream, with `input` as the user's voice: keys for the line
-/// editor if `out` runs it, lines otherwise.
+/// editor if `out` runs it, lines otherwise, as `out` says.
 pub fn chat(
     mut session: Session,
     config: &ClientConfig,
@@ -101,8 +97,7 @@ pub fn chat(
         out: Arc::clone(&out),
         typed: Mutex::new(Typed::default()),
     });
-    read_input(input, keys(config), Arc::clone(&typist))
-        .map_err(Error::io("starting the input thread"))?;
+    read_input(input, Arc::clone(&typist)).map_err(Error::io("starting the input thread"))?;
     let ending = if config.legacy {
         session.speak_legacy();
         out.line("Connected! (speaking the original line protocol)");
@@ -214,11 +209,7 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
 
 /// Reads the user's input on a thread of their own and offers each message to `typist`; the
 /// end of input is offered as `end`. The thread blocks on stdin, never on the chat.
-fn read_input(
-    input: impl BufRead + Send + 'static,
-    keys: Keys,
-    typist: Arc<Typist>,
-) -> io::Result<()> {
+fn read_input(input: impl BufRead + Send + 'static, typist: Arc<Typist>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -226,7 +217,7 @@ fn read_input(
             if out.is_editing() {
                 out.edit(input, &*typist);
             } else {
-                out.read_messages(input, keys, |text| typist.offer(text));
+                out.read_messages(input, |text| typist.offer(text));
                 typist.end_of_input();
             }
         })

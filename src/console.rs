@@ -88,7 +88,7 @@ pub fn run(config: ConsoleConfig) -> Result<(), Error> {
                 if console.out.is_editing() {
                     console.out.edit(io::stdin().lock(), &*console);
                 } else {
-                    console.read_commands(io::stdin().lock(), keys);
+                    console.read_commands(io::stdin().lock());
                 }
             })
             .map_err(Error::io("starting the console thread"))?;
@@ -338,10 +338,10 @@ impl Console {
         }
     }
 
-    /// Reads operator lines (or, with `keys.multiline`, messages of several lines) until end of
+    /// Reads operator lines (or, with `--multiline`, messages of several lines) until end of
     /// input, which shuts the server down like `/quit` once held answers are delivered.
-    pub fn read_commands(&self, input: impl BufRead, keys: Keys) {
-        self.out.read_messages(input, keys, |line| {
+    pub fn read_commands(&self, input: impl BufRead) {
+        self.out.read_messages(input, |line| {
             // After shutdown the lines are read, and left.
             if !self.server.is_shutting_down() {
                 self.out.input_taken(&line);

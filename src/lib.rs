@@ -5,8 +5,9 @@
 //! up: [`protocol`] (frames, no I/O of its own) and [`legacy`] (the original program's lines as
 //! frames), [`wire`] (reading either), [`session`] (one connection's turns, no printing),
 //! [`pool`] and [`server`] (many sessions on a fixed pool), and the terminal front-ends:
-//! [`console`] for the server's operator, [`client`] and [`ping`]. [`text`] (peer text made
-//! harmless) and [`ending`] (how a chat ends) are leaves that any layer may use.
+//! [`console`] for the server's operator, [`client`] and [`ping`], which print through [`term`]
+//! (and read keys through its line [`editor`]). [`text`] (peer text made harmless, and its width
+//! on a terminal) and [`ending`] (how a chat ends) are leaves that any layer may use.
 //!
 //! ```no_run
 //! use std::sync::Arc;

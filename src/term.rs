@@ -25,6 +25,8 @@ pub struct Terminal {
     echo_input: bool,
     /// The line editor reads the keys and this side draws what is typed.
     editing: bool,
+    /// How keys (or lines) make messages.
+    keys: Keys,
 }
 
 /// When the front-ends run the line editor (`--editor`).
@@ -113,6 +115,7 @@ impl Terminal {
             stdout_is_tty: io::stdout().is_terminal(),
             echo_input: editing || !io::stdin().is_terminal(),
             editing,
+            keys,
         }
     }
 
@@ -293,16 +296,12 @@ impl Terminal {
     }
 
     /// Without the editor: reads messages from `input` a line at a time until its end, giving
-    /// each to `each`: one line one message; or with `keys.multiline`, lines gathered until an
-    /// empty line (and, with `keys.commands`, a first line starting with `/` but not `//` at
-    /// once). The lines gathered when the input ends are the last message. An empty line typed
-    /// at a terminal is no message (the prompt is shown again); piped, it is one.
-    pub fn read_messages(
-        &self,
-        mut input: impl BufRead,
-        keys: Keys,
-        mut each: impl FnMut(Vec<u8>),
-    ) {
+    /// each to `each`: one line one message; or with [`Keys::multiline`], lines gathered until
+    /// an empty line (and, with [`Keys::commands`], a first line starting with `/` but not `//`
+    /// at once). The lines gathered when the input ends are the last message. An empty line
+    /// typed at a terminal is no message (the prompt is shown again); piped, it is one.
+    pub fn read_messages(&self, mut input: impl BufRead, mut each: impl FnMut(Vec<u8>)) {
+        let keys = self.keys;
         let mut gathered: Option<Vec<u8>> = None;
         loop {
             let mut line = Vec::new();
