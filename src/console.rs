@@ -284,6 +284,9 @@ struct Routes {
     held: VecDeque<Vec<u8>>,
     /// The operator's input has ended: the server shuts down once `held` is delivered.
     input_ended: bool,
+    /// The session sent the last held answer after the input ended: the server shuts down when
+    /// that answer is acknowledged (or the session ends).
+    last_delivery: Option<u32>,
     /// Each live session's label (`#N name`) and outbox.
     sessions: HashMap<u32, Route>,
     /// With the line editor: the draft being typed, if one is open.
@@ -716,6 +719,13 @@ impl Console {
         if matches!(event, Event::Sent(_)) || (self.quiet && routine) {
             return;
         }
+        self.print_session_event(id, event);
+        if matches!(event, Event::Acked { .. }) {
+            self.after_last_delivery(id);
+        }
+    }
+
+    fn print_session_event(&self, id: u32, event: Event<'_>) {
         // Formatted (and the peer's text defused) after the routes lock is released.
         let label = self.label(id);
         let line = match event {
@@ -771,11 +781,23 @@ impl Console {
             self.routes.lock().held.push_front(text);
             return;
         }
-        let done = {
-            let routes = self.routes.lock();
-            routes.input_ended && routes.held.is_empty()
+        let mut routes = self.routes.lock();
+        if routes.input_ended && routes.held.is_empty() {
+            routes.last_delivery = Some(id);
+        }
+    }
+
+    /// Shuts the server down if session `id` had the last held answer, now acknowledged (or
+    /// never to be).
+    fn after_last_delivery(&self, id: u32) {
+        let last = {
+            let mut routes = self.routes.lock();
+            routes
+                .last_delivery
+                .take_if(|&mut last| last == id)
+                .is_some()
         };
-        if done {
+        if last {
             self.out
                 .line("End of input: every held answer delivered; shutting down.");
             self.server.shutdown();
@@ -807,6 +829,7 @@ impl Console {
             }
         };
         self.out.line(line);
+        self.after_last_delivery(id);
         if let Some(label) = kept {
             self.out.line(&format!(
                 "[{label}] Your draft for them is kept, and goes to nobody else unless you start it with @N."

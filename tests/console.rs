@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Proc, TIMEOUT, start_server};
+use common::{Proc, TIMEOUT, expect_ack, start_server};
 
 const SHUTDOWN_LINE: &str = "The server is shutting down. The chat has ended.";
 
@@ -237,8 +237,16 @@ fn piped_answers_wait_for_their_client_and_the_end_of_input_waits_for_them() {
         ["Received: pong1", "Received: pong2"],
         "{client:#?}"
     );
+    // The last answer's ACK came before the shutdown.
+    expect_ack(&mut server, "[#1] ");
+    expect_ack(&mut server, "[#1] ");
     server.expect_line("every held answer delivered; shutting down.");
     assert!(server.wait_exit(TIMEOUT).success(), "{}", server.dump());
+    assert!(
+        !server.dump().contains("Not delivered"),
+        "{}",
+        server.dump()
+    );
 }
 
 #[test]
