@@ -1738,7 +1738,7 @@ fn chat_session(port: u16, payload: &[u8], messages: usize) -> BenchResult<ChatR
     let stopper = Stopper::new(&stream)?;
     let mut session = Session::new(stream, DEFAULT_MAX_MESSAGE, CLIENT_TIMEOUTS, stopper)?;
     session
-        .client_handshake("bench", &mut |_position| {})
+        .client_handshake("bench", false, &mut |_position| {})
         .map_err(|e| format!("chat handshake failed: {e}"))?;
     let mut run = ChatRun {
         rtts: Vec::with_capacity(messages),
@@ -1761,7 +1761,7 @@ fn chat_session(port: u16, payload: &[u8], messages: usize) -> BenchResult<ChatR
                 eprintln!("the bench's message was not sent: {unsaid:?}");
             }
         }
-        Event::Acked { rtt } => run.rtts.push(rtt),
+        Event::Acked { rtt, .. } => run.rtts.push(rtt),
         Event::Received(_) => {
             if let Some(at) = handed_out.take() {
                 run.turns.push(at.elapsed());

@@ -214,9 +214,28 @@ fn server_options(o: &mut Options) {
         "server: most connections, live and waiting, from one address (default: no limit)",
         "N",
     );
+    o.optflag(
+        "",
+        "turns-only",
+        "server: refuse clients that ask for free order (client --duplex)",
+    );
+    o.optopt(
+        "",
+        "max-in-flight",
+        &format!(
+            "server: most messages a duplex client may have unacknowledged; one more ends its chat (default {})",
+            crate::protocol::DEFAULT_MAX_IN_FLIGHT
+        ),
+        "N",
+    );
 }
 
 fn client_options(o: &mut Options) {
+    o.optflag(
+        "",
+        "duplex",
+        "client: free order: send at any time, several messages in flight, each acknowledged",
+    );
     o.optflag(
         "",
         "legacy",
@@ -328,6 +347,7 @@ pub fn parse(args: &[OsString]) -> Result<(Command, Option<String>), Error> {
             legacy: matches.opt_present("legacy"),
             multiline: matches.opt_present("multiline"),
             editor: editor_use(&matches)?,
+            duplex: matches.opt_present("duplex"),
         }),
         Mode::Ping => Command::Ping(ping_config(&matches, target)?),
     };
@@ -393,6 +413,9 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("backlog", &[Mode::Server]),
     ("echo", &[Mode::Server]),
     ("legacy", &[Mode::Client]),
+    ("duplex", &[Mode::Client]),
+    ("turns-only", &[Mode::Server]),
+    ("max-in-flight", &[Mode::Server]),
     ("count", &[Mode::Ping]),
     ("interval", &[Mode::Ping]),
     ("size", &[Mode::Ping]),
@@ -417,6 +440,11 @@ fn check_flags_fit(matches: &Matches, mode: Mode) -> Result<(), Error> {
                 _ => format!("--{flag} is not a {} option", mode.name()),
             }));
         }
+    }
+    if matches.opt_present("legacy") && matches.opt_present("duplex") {
+        return Err(Error::Usage(
+            "--duplex cannot go with --legacy: the original protocol takes turns".into(),
+        ));
     }
     if matches.opt_present("legacy") && matches.opt_present("name") {
         return Err(Error::Usage(
@@ -485,6 +513,9 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
                 deny: blocks(matches, "deny", "deny-file")?,
             },
             max_per_host: number(matches, "max-per-host", 1, 100_000)?.map(|n| n as usize),
+            turns_only: matches.opt_present("turns-only"),
+            max_in_flight: number(matches, "max-in-flight", 1, 1_000_000)?
+                .map_or(defaults.max_in_flight, |n| n as usize),
         },
     })
 }

@@ -57,6 +57,8 @@ pub struct ClientConfig {
     pub multiline: bool,
     /// When to run the line editor.
     pub editor: EditorUse,
+    /// Ask for free order: send at any time, several messages in flight.
+    pub duplex: bool,
 }
 
 /// Connects, chats with stdin as the user's voice, and returns when the chat ends.
@@ -103,11 +105,12 @@ pub fn chat(
         out.line("Connected! (speaking the original line protocol)");
         converse(&mut session, "", &typist, &out)
     } else {
-        let handshake = session.client_handshake(&config.target.name, &mut |position| {
-            out.line(&format!(
-                "All workers are busy: you are waiting in line (position {position})."
-            ))
-        });
+        let handshake =
+            session.client_handshake(&config.target.name, config.duplex, &mut |position| {
+                out.line(&format!(
+                    "All workers are busy: you are waiting in line (position {position})."
+                ))
+            });
         // A server that shuts down (or an operator who kicks) while we wait in line ends the
         // chat as politely as it would end a running one.
         match handshake {
@@ -147,17 +150,31 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
     } else {
         format!("[{server}] Received: ")
     };
-    typist.typed.lock().server = if server.is_empty() {
-        "the server".to_string()
-    } else {
-        server.to_string()
-    };
+    let duplex = session.is_duplex();
+    {
+        let mut typed = typist.typed.lock();
+        typed.duplex = duplex;
+        typed.server = if server.is_empty() {
+            "the server".to_string()
+        } else {
+            server.to_string()
+        };
+    }
     session.run(Turn::Mine, None, &mut |event| match event {
         Event::MyTurn => {
             out.prompt(PROMPT);
             typist.my_turn();
         }
-        Event::Acked { rtt } => out.line(&format!(
+        // With several in flight, the ACK names its message; it may free room for a line
+        // typed ahead.
+        Event::Acked { rtt, number } if duplex => {
+            out.line(&format!(
+                "Message Received (#{number})\nRoundtrip time: {}s",
+                seconds(rtt)
+            ));
+            typist.my_turn();
+        }
+        Event::Acked { rtt, .. } => out.line(&format!(
             "Message Received\nRoundtrip time: {}s",
             seconds(rtt)
         )),
@@ -170,6 +187,9 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
             "Not sent: the message is {len} bytes, over the server's limit of {max}."
         )),
         Event::Unsendable(why) => out.line(&format!("Not sent: {why}.")),
+        Event::Unacknowledged if duplex => {
+            out.line("Not delivered: the server did not acknowledge a message you sent.")
+        }
         Event::Unacknowledged => {
             out.line("Not delivered: the server did not acknowledge your last message.")
         }
@@ -240,6 +260,8 @@ struct Typed {
     my_turn: bool,
     /// The line editor holds a draft.
     drafting: bool,
+    /// Free order: once begun, it is always this side's turn.
+    duplex: bool,
     /// Who answers, as the prompts name it.
     server: String,
 }
@@ -296,14 +318,28 @@ impl Typist {
 
     fn say_first(&self, typed: &mut Typed) {
         while let Some(line) = typed.lines.pop_front() {
+            if typed.duplex {
+                if !self.outbox.is_open() {
+                    // Ended: what is left is not said, and the session says how it ended.
+                    typed.lines.clear();
+                    return;
+                }
+                if !self.outbox.has_room() {
+                    // An ACK makes room, and tries again.
+                    typed.lines.push_front(line);
+                    return;
+                }
+                self.out.prompt(PROMPT);
+            }
             self.out.input_taken(&line);
             let refusal = match self.outbox.say(Speech::from_line(line.clone())) {
+                Ok(()) if typed.duplex => continue,
                 Ok(()) | Err(Unsaid::Closed | Unsaid::Failed(_)) => {
                     // Said; or the chat is over, which the session reports.
                     typed.my_turn = false;
                     return;
                 }
-                Err(Unsaid::NotYourTurn) => {
+                Err(Unsaid::NotYourTurn | Unsaid::Busy { .. }) => {
                     // Not this side's turn after all: the line waits for it.
                     typed.lines.push_front(line);
                     typed.my_turn = false;

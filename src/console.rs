@@ -197,7 +197,7 @@ impl Logged {
                     self.session(*id),
                     transcript::bytes_field(text)
                 ),
-                Event::Acked { rtt } => format!(
+                Event::Acked { rtt, .. } => format!(
                     r#""event":"ack",{},"rtt_us":{}"#,
                     self.session(*id),
                     rtt.as_nanos().div_ceil(1000)
@@ -291,6 +291,8 @@ struct Routes {
     sessions: HashMap<u32, Route>,
     /// With the line editor: the draft being typed, if one is open.
     draft: Option<Draft>,
+    /// The duplex session a plain line goes to when no session is waiting for an answer.
+    addressed: Option<u32>,
 }
 
 /// Where the operator's open draft goes: fixed when its first character is typed, so that
@@ -308,6 +310,16 @@ struct Route {
     label: Arc<str>,
     /// Where the operator's answer is said.
     outbox: Arc<Outbox>,
+    /// Free order: the operator may write to it at any time.
+    duplex: bool,
+}
+
+impl Routes {
+    /// Whom a plain line answers: the session waiting longest for an answer, else the duplex
+    /// session the operator last wrote to (or, before any, the first that wrote).
+    fn current(&self) -> Option<u32> {
+        self.waiting.front().copied().or(self.addressed)
+    }
 }
 
 const HELP: &str = "\
@@ -476,7 +488,7 @@ impl Console {
         // Decided under the routes lock; said, and printed, after it.
         let target = {
             let mut routes = self.routes.lock();
-            let id = to.or_else(|| routes.waiting.front().copied());
+            let id = to.or_else(|| routes.current());
             match id.map(|id| (id, routes.sessions.get(&id))) {
                 None if self.piped && to.is_none() => {
                     routes.held.push_back(text.clone());
@@ -494,6 +506,11 @@ impl Console {
                     false,
                     format!("Error: there is no session #{id}; nothing was sent."),
                 )),
+                Some((id, Some(route))) if route.duplex => {
+                    let target = (id, Arc::clone(&route.label), Arc::clone(&route.outbox));
+                    routes.addressed = Some(id);
+                    Ok(target)
+                }
                 Some((id, Some(route))) if !routes.waiting.contains(&id) => Err((
                     false,
                     format!(
@@ -524,6 +541,9 @@ impl Console {
             Err(Unsaid::NotYourTurn) => {
                 format!("Error: it is not your turn with {label}; nothing was sent.")
             }
+            Err(Unsaid::Busy { max }) => format!(
+                "[{label}] Not sent: {max} messages to it are not yet acknowledged; try again after their ACKs."
+            ),
             Err(Unsaid::Closed) => {
                 self.report_undelivered(&label);
                 return false;
@@ -557,7 +577,11 @@ impl Console {
                 "\n  {} {} turn={} sent={} received={} connected={}",
                 session_label(s.id, &s.name, s.dialect),
                 s.peer,
-                if s.servers_turn { "yours" } else { "theirs" },
+                match (s.duplex, s.servers_turn) {
+                    (true, _) => "free (duplex)",
+                    (false, true) => "yours",
+                    (false, false) => "theirs",
+                },
                 s.sent,
                 s.received,
                 format_duration(s.connected_for)
@@ -593,7 +617,7 @@ impl Console {
                 ..
             }) => (*id, &**label),
             None => {
-                let id = *routes.waiting.front()?;
+                let id = routes.current()?;
                 (id, routes.sessions.get(&id).map_or("", |r| &*r.label))
             }
         };
@@ -657,8 +681,12 @@ impl Frontend for Arc<Console> {
                 peer,
                 name,
                 dialect,
+                duplex,
                 outbox,
-            } => self.connected(id, peer, session_label(id, name, dialect), dialect, outbox),
+            } => {
+                let label = session_label(id, name, dialect);
+                self.connected(id, peer, label, dialect, duplex, outbox)
+            }
             ServerEvent::Session { id, event } => self.session_event(id, event),
             ServerEvent::Ended {
                 id,
@@ -690,9 +718,13 @@ impl Console {
         peer: SocketAddr,
         label: String,
         dialect: Dialect,
+        duplex: bool,
         outbox: &Arc<Outbox>,
     ) {
         let line = match dialect {
+            Dialect::Frames if duplex => {
+                format!("[{label} {peer}] Connected, in free order (duplex).")
+            }
             Dialect::Frames => format!("[{label} {peer}] Connected."),
             Dialect::Legacy => {
                 format!("[{label} {peer}] Connected, speaking the original line protocol.")
@@ -703,29 +735,43 @@ impl Console {
             Route {
                 label: label.into(),
                 outbox: Arc::clone(outbox),
+                duplex,
             },
         );
         self.out.line(&line);
     }
 
     fn session_event(&self, id: u32, event: Event<'_>) {
+        let duplex = self
+            .routes
+            .lock()
+            .sessions
+            .get(&id)
+            .is_some_and(|r| r.duplex);
         if event == Event::MyTurn {
-            if !self.echo {
+            // A duplex chat's floor is always open: nobody waits for the operator.
+            if !self.echo && !duplex {
                 self.owed(id);
             }
             return;
+        }
+        if duplex && matches!(event, Event::Received(_)) {
+            let mut routes = self.routes.lock();
+            if routes.addressed.is_none() {
+                routes.addressed = Some(id);
+            }
         }
         let routine = matches!(event, Event::Received(_) | Event::Acked { .. });
         if matches!(event, Event::Sent(_)) || (self.quiet && routine) {
             return;
         }
-        self.print_session_event(id, event);
+        self.print_session_event(id, event, duplex);
         if matches!(event, Event::Acked { .. }) {
             self.after_last_delivery(id);
         }
     }
 
-    fn print_session_event(&self, id: u32, event: Event<'_>) {
+    fn print_session_event(&self, id: u32, event: Event<'_>, duplex: bool) {
         // Formatted (and the peer's text defused) after the routes lock is released.
         let label = self.label(id);
         let line = match event {
@@ -742,7 +788,11 @@ impl Console {
                 sanitize_lines_into(&mut line, text, indent);
                 line
             }
-            Event::Acked { rtt } => format!(
+            Event::Acked { rtt, number } if duplex => format!(
+                "[{label}] Message Received (#{number})\n[{label}] Roundtrip time: {}s",
+                seconds(rtt)
+            ),
+            Event::Acked { rtt, .. } => format!(
                 "[{label}] Message Received\n[{label}] Roundtrip time: {}s",
                 seconds(rtt)
             ),
@@ -817,6 +867,7 @@ impl Console {
             let mut routes = self.routes.lock();
             routes.sessions.remove(&id);
             routes.waiting.retain(|&w| w != id);
+            routes.addressed.take_if(|&mut a| a == id);
             match &mut routes.draft {
                 Some(Draft {
                     to: Some((to, label)),
@@ -914,7 +965,7 @@ impl Typing for Console {
         {
             let mut routes = self.routes.lock();
             routes.draft = open.then(|| Draft {
-                to: routes.waiting.front().map(|&id| {
+                to: routes.current().map(|id| {
                     let label = routes.sessions.get(&id).map(|r| Arc::clone(&r.label));
                     (id, label.unwrap_or_else(|| format!("#{id}").into()))
                 }),

@@ -137,7 +137,7 @@ pub fn run(config: &PingConfig) -> Result<(), Error> {
 
 /// Runs the probes over a connected stream and prints what they measured.
 pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Result<(), Error> {
-    let handshake = session.client_handshake(&config.target.name, &mut |position| {
+    let handshake = session.client_handshake(&config.target.name, false, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."
         ))

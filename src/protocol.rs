@@ -7,8 +7,15 @@
 
 use std::fmt;
 
-/// The protocol version this build speaks and the only one it accepts.
+/// The protocol version of a turn-by-turn chat, the one a client asks for by default.
 pub const VERSION: u8 = 1;
+/// Version 1 with free order (`client --duplex`): either side may send at any time, several
+/// messages may be in flight, and each direction's ACKs follow its MESSAGEs in order. The frames
+/// are the same; only the rules of §3.2 change (PROTOCOL.md, §3.9).
+pub const DUPLEX_VERSION: u8 = 2;
+/// Most messages a side may have sent and not yet seen acknowledged in a duplex chat, unless the
+/// receiver allows more (`server --max-in-flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 /// The first bytes of every HELLO payload, so that a stray connection is told apart from a client.
 pub const MAGIC: &[u8; 4] = b"CSCP";
 /// Bytes in a frame header: the type byte and the big-endian `u32` payload length.
@@ -352,6 +359,21 @@ fn decode_payload(kind: u8, name: &'static str, payload: &[u8]) -> Result<Frame,
         kind::ERROR => Frame::Error(text(payload, name, MAX_CONTROL_PAYLOAD)?),
         _ => Frame::Kicked(text(payload, name, MAX_CONTROL_PAYLOAD)?),
     })
+}
+
+/// How many whole MESSAGE frames `buf` begins with, other frames among them counted past: the
+/// messages a receiver holds that it has not yet acknowledged.
+pub fn whole_messages(mut buf: &[u8]) -> usize {
+    let mut count = 0;
+    while buf.len() >= HEADER_LEN {
+        let end = HEADER_LEN.saturating_add(be_u32(&buf[1..HEADER_LEN]) as usize);
+        if buf.len() < end {
+            break;
+        }
+        count += usize::from(buf[0] == kind::MESSAGE);
+        buf = &buf[end..];
+    }
+    count
 }
 
 /// A big-endian `u32` from the first four bytes of `b`.

@@ -133,6 +133,15 @@ impl FrameReader {
         self.start < self.end
     }
 
+    /// How many whole MESSAGE frames are read and not yet handed out (none in the line
+    /// protocol, which is never duplex).
+    pub fn buffered_messages(&self) -> usize {
+        match self.dialect {
+            Dialect::Frames => crate::protocol::whole_messages(self.buffered()),
+            Dialect::Legacy => 0,
+        }
+    }
+
     /// Returns the next frame already in the buffer, if there is a whole one.
     pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
         let pending = &self.buf[self.start..self.end];

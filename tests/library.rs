@@ -53,14 +53,16 @@ fn client(addr: &str, max_message: usize) -> Session {
 fn any_bytes_survive_a_round_trip_and_every_message_is_acked() {
     let (handle, server_saw, addr, thread) = start(ServerConfig::default());
     let mut session = client(&addr, 1024);
-    let welcome = session.client_handshake("tester", &mut |_| {}).unwrap();
+    let welcome = session
+        .client_handshake("tester", false, &mut |_| {})
+        .unwrap();
     assert_eq!(welcome.session_id, 1);
     let message = b"nul\0 invalid\xff\xfe newline\n end".to_vec();
     let mut script = Script::new(session.outbox(), vec![message.clone(), Vec::new()]);
     let (mut acks, mut echoes) = (0, Vec::new());
     let ending = session.run(Turn::Mine, None, &mut |event| match event {
         Event::MyTurn => script.my_turn(),
-        Event::Acked { rtt } => {
+        Event::Acked { rtt, .. } => {
             assert!(rtt > Duration::ZERO);
             acks += 1;
         }
@@ -87,7 +89,7 @@ fn a_message_over_the_servers_limit_is_refused_before_sending() {
     };
     let (handle, server_saw, addr, thread) = start(config);
     let mut session = client(&addr, 1024);
-    let welcome = session.client_handshake("", &mut |_| {}).unwrap();
+    let welcome = session.client_handshake("", false, &mut |_| {}).unwrap();
     assert_eq!(welcome.max_message, 8);
     let mut script = Script::new(session.outbox(), vec![vec![b'x'; 9], b"fits".to_vec()]);
     let ending = session.run(Turn::Mine, None, &mut |event| {
@@ -114,7 +116,7 @@ fn a_message_over_the_servers_limit_is_refused_before_sending() {
 fn shutdown_wakes_a_session_blocked_on_the_peer_and_tells_the_client() {
     let (handle, _saw, addr, thread) = start(ServerConfig::default());
     let mut session = client(&addr, 1024);
-    session.client_handshake("", &mut |_| {}).unwrap();
+    session.client_handshake("", false, &mut |_| {}).unwrap();
     // The server's worker now blocks reading our first message. The pause makes that the likely
     // state when the shutdown comes; the outcome must be the same if it comes earlier.
     let stopper = handle.clone();

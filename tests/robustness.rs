@@ -288,8 +288,8 @@ fn bad_peers() -> Vec<BadPeer> {
     not_utf8[len - 2..].copy_from_slice(&[0xff, 0xfe]);
     let mut short_hello = header(0x01, 3);
     short_hello.extend_from_slice(b"CSC");
-    let version_2 = Frame::Hello {
-        version: 2,
+    let version_3 = Frame::Hello {
+        version: 3,
         max_message: 100,
         name: "future".into(),
     }
@@ -361,10 +361,10 @@ fn bad_peers() -> Vec<BadPeer> {
             "unexpected HELLO frame",
         ),
         case(
-            "HELLO version 2",
+            "HELLO version 3",
             false,
-            version_2,
-            "unsupported protocol version 2 (this server speaks 1)",
+            version_3,
+            "unsupported protocol version 3 (this server speaks 1 and 2)",
         ),
         case(
             "HELLO with a wrong magic",

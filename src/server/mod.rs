@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub access: Rules,
     /// Most connections, live and waiting, from one address; `None`: no limit.
     pub max_per_host: Option<usize>,
+    /// Refuse clients that ask for free order (`--turns-only`).
+    pub turns_only: bool,
+    /// Most messages a duplex client may have unacknowledged (`--max-in-flight`).
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,8 @@ impl Default for ServerConfig {
             timeouts: Timeouts::default(),
             access: Rules::default(),
             max_per_host: None,
+            turns_only: false,
+            max_in_flight: crate::protocol::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -105,6 +111,9 @@ pub enum ServerEvent<'a> {
         name: &'a str,
         /// The protocol the client speaks.
         dialect: Dialect,
+        /// Free order: the front-end may say something at any time, not only on
+        /// [`Event::MyTurn`].
+        duplex: bool,
         /// Where the front-end says the server's side of this chat, on [`Event::MyTurn`].
         outbox: &'a Arc<Outbox>,
     },
@@ -183,6 +192,8 @@ pub struct SessionSummary {
     pub dialect: Dialect,
     /// True when it is the server's turn to answer.
     pub servers_turn: bool,
+    /// A free-order chat (no turns).
+    pub duplex: bool,
     /// Messages sent to the client.
     pub sent: u64,
     /// Messages received from the client.

@@ -141,7 +141,8 @@ fn chat(
         Err(e) => return (false, Ending::Io(e)),
     };
     session.preload(early);
-    let hello = match session.server_handshake(id, &config.name) {
+    session.set_max_in_flight(config.max_in_flight);
+    let hello = match session.server_handshake(id, &config.name, config.turns_only) {
         Ok(hello) => hello,
         Err(ending) => return (false, ending),
     };
@@ -155,6 +156,7 @@ fn chat(
         peer: live.peer,
         name: &hello.name,
         dialect: hello.dialect,
+        duplex: hello.duplex,
         outbox: &outbox,
     });
     let mut responder = frontend.responder(id);
@@ -243,6 +245,7 @@ impl ServerHandle {
                 peer: live.peer,
                 dialect: live.hello.get().map_or(Dialect::Frames, |h| h.dialect),
                 servers_turn: live.my_turn.load(Ordering::Relaxed),
+                duplex: live.hello.get().is_some_and(|h| h.duplex),
                 sent: live.sent.load(Ordering::Relaxed),
                 received: live.received.load(Ordering::Relaxed),
                 connected_for: live.since.elapsed(),

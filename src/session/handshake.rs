@@ -13,6 +13,8 @@ pub struct Hello {
     pub max_message: usize,
     /// The protocol the client speaks.
     pub dialect: Dialect,
+    /// The client asked for free order, and has it.
+    pub duplex: bool,
 }
 
 /// The line a connection that speaks neither protocol is sent before it is closed.
@@ -32,15 +34,17 @@ pub struct Welcome {
 }
 
 impl Session {
-    /// Client side: says HELLO, then waits (reporting each place in line to `on_wait`) until the
-    /// server welcomes it or turns it away.
+    /// Client side: says HELLO (asking for free order when `duplex`), then waits (reporting each
+    /// place in line to `on_wait`) until the server welcomes it or turns it away.
     pub fn client_handshake(
         &mut self,
         name: &str,
+        duplex: bool,
         on_wait: &mut dyn FnMut(u32),
     ) -> Result<Welcome, Ending> {
+        self.duplex = duplex;
         let hello = Frame::Hello {
-            version: VERSION,
+            version: if duplex { DUPLEX_VERSION } else { VERSION },
             max_message: self.wire_limit(),
             name: name.to_string(),
         };
@@ -81,11 +85,14 @@ impl Session {
     /// Server side: tells from the first bytes which protocol the client speaks, all within the
     /// handshake timeout. A client of ours must send HELLO, whose version is checked and which is
     /// answered with WELCOME and this session's number; a legacy client's first message is left
-    /// for [`Session::run`]. A connection that speaks neither is sent [`STRANGER_NOTICE`].
+    /// for [`Session::run`]. A connection that speaks neither is sent [`STRANGER_NOTICE`]. A
+    /// client that asks for free order has it unless `turns_only`, when it is sent an ERROR
+    /// naming that option.
     pub fn server_handshake(
         &mut self,
         session_id: u32,
         server_name: &str,
+        turns_only: bool,
     ) -> Result<Hello, Ending> {
         self.is_server = true;
         match self.identify().map_err(|e| self.fail(e))? {
@@ -96,6 +103,7 @@ impl Session {
                     name: String::new(),
                     max_message: self.max_message,
                     dialect: Dialect::Legacy,
+                    duplex: false,
                 });
             }
         }
@@ -106,15 +114,28 @@ impl Session {
                 max_message,
                 name,
             } => {
-                if version != VERSION {
-                    return Err(self.fail(Fault::Violation(format!(
-                        "unsupported protocol version {version} (this server speaks {VERSION})"
-                    ))));
+                let refusal = match version {
+                    VERSION => None,
+                    DUPLEX_VERSION if turns_only => Some(
+                        "this server takes turns only (it was started with --turns-only): \
+                         connect without --duplex"
+                            .to_string(),
+                    ),
+                    DUPLEX_VERSION => None,
+                    _ => Some(format!(
+                        "unsupported protocol version {version} (this server speaks \
+                         {VERSION} and {DUPLEX_VERSION})"
+                    )),
+                };
+                if let Some(refusal) = refusal {
+                    return Err(self.fail(Fault::Violation(refusal)));
                 }
+                self.duplex = version == DUPLEX_VERSION;
                 Hello {
                     name,
                     max_message: max_message as usize,
                     dialect: Dialect::Frames,
+                    duplex: self.duplex,
                 }
             }
             other => {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+mod duplex;
 mod endings;
 mod handshake;
 mod outbox;
@@ -29,7 +30,7 @@ pub use handshake::{Hello, STRANGER_NOTICE, Welcome};
 use transport::Awaited;
 
 pub use crate::ending::{Ending, StopReason};
-use crate::protocol::{Frame, ProtocolError, VERSION};
+use crate::protocol::{DEFAULT_MAX_IN_FLIGHT, DUPLEX_VERSION, Frame, ProtocolError, VERSION};
 use crate::wire::{Dialect, FrameReader, Opening};
 use outbox::Floor;
 pub use outbox::{Outbox, Speech, Unsaid};
@@ -83,10 +84,13 @@ pub enum Event<'a> {
     /// This side's turn began: its front-end may say something through the [`Outbox`]. With a
     /// responder, the answer is already out when this is reported, and nothing more may be said.
     MyTurn,
-    /// The peer acknowledged the last message; `rtt` runs from its write to the ACK's arrival.
+    /// The peer acknowledged a message; `rtt` runs from its write to the ACK's arrival.
     Acked {
         /// Round-trip time of the message and its ACK.
         rtt: Duration,
+        /// Which of this side's messages it was, counting from 1 (in a duplex chat, several may
+        /// be in flight, and a front-end names the one acknowledged).
+        number: u64,
     },
     /// The chat ended before the peer acknowledged the last message: it may never have been
     /// read.
@@ -163,6 +167,12 @@ pub struct Session {
     /// Called with each message received, before its ACK.
     journal: Option<Journal>,
     stopper: Arc<Stopper>,
+    /// Free order: either side sends at any time (protocol version 2).
+    duplex: bool,
+    /// In a duplex chat, most messages the peer may have unacknowledged by this side.
+    max_in_flight: usize,
+    /// How many of this side's messages the peer has acknowledged.
+    acks: u64,
 }
 
 impl Session {
@@ -194,7 +204,21 @@ impl Session {
             held_ack: None,
             journal: None,
             stopper,
+            duplex: false,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            acks: 0,
         })
+    }
+
+    /// True when the handshake set up a free-order chat.
+    pub fn is_duplex(&self) -> bool {
+        self.duplex
+    }
+
+    /// In a duplex chat, the most messages the peer may have sent that this side has not yet
+    /// acknowledged; one more is a violation (the peer is flooding).
+    pub fn set_max_in_flight(&mut self, max: usize) {
+        self.max_in_flight = max;
     }
 
     /// Takes `bytes` the peer sent before the session began (read while it waited in line) as

@@ -1,6 +1,7 @@
 //! The writing half of a session: every frame this side sends goes through it, from the thread
 //! that runs the session or from a front-end that speaks on this side's turn.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::legacy;
-use crate::protocol::{self, Frame};
+use crate::protocol::{self, DEFAULT_MAX_IN_FLIGHT, Frame};
 use crate::wire::Dialect;
 
 /// What this side may say now.
@@ -22,6 +23,8 @@ pub(super) enum Floor {
     Sent(Instant),
     /// This side said END, or the chat is over.
     Closed,
+    /// A duplex chat: this side may say something at any time.
+    Free,
 }
 
 /// Why [`Outbox::say`] sent nothing.
@@ -38,6 +41,12 @@ pub enum Unsaid {
     },
     /// The message cannot travel in the peer's protocol, for this reason.
     Unsendable(&'static str),
+    /// A duplex chat's peer has not yet acknowledged as many messages as it takes in flight;
+    /// the message may be said once an ACK comes.
+    Busy {
+        /// The peer's limit on messages in flight.
+        max: usize,
+    },
     /// The chat is over.
     Closed,
     /// Writing failed; the connection was closed, and the session reports how it ended.
@@ -85,6 +94,10 @@ pub(super) struct Writer {
     pub(super) floor: Floor,
     /// The front-end's message out now, reported with its ACK.
     pub(super) said: Vec<u8>,
+    /// In a duplex chat, this side's messages not yet acknowledged, oldest first: when each went
+    /// out, and what a front-end said (reported with the ACK; a responder's answer, reported as
+    /// it went out, has none).
+    pub(super) in_flight: VecDeque<(Instant, Option<Vec<u8>>)>,
 }
 
 impl Outbox {
@@ -98,32 +111,47 @@ impl Outbox {
                 peer_max,
                 floor: Floor::Peer,
                 said: Vec::new(),
+                in_flight: VecDeque::new(),
             }),
         }
     }
 
-    /// Sends this side's message, or END, on this side's turn.
+    /// Sends this side's message, or END, on this side's turn (at any time in a duplex chat,
+    /// while the peer takes more messages in flight).
     ///
     /// The round-trip clock of a message starts just before its bytes are written. END also
     /// wakes the session, which then ends without waiting for the peer to close.
     pub fn say(&self, speech: Speech) -> Result<(), Unsaid> {
         let mut writer = self.writer.lock();
         match writer.floor {
-            Floor::Open => {}
+            Floor::Open | Floor::Free => {}
             Floor::Closed => return Err(Unsaid::Closed),
             Floor::Peer | Floor::Sent(_) => return Err(Unsaid::NotYourTurn),
         }
-        let ending = speech == Speech::End;
+        // In a duplex chat the session keeps reading after END: the ACKs of this side's
+        // messages in flight, and the messages that crossed it, are still to come, until the
+        // peer closes. Otherwise END wakes the session's read at once.
+        let wake = speech == Speech::End && writer.floor != Floor::Free;
         let result = match speech {
             Speech::Message(message) => {
                 writer.refusal(&message)?;
+                if writer.floor == Floor::Free && writer.in_flight.len() >= DEFAULT_MAX_IN_FLIGHT {
+                    return Err(Unsaid::Busy {
+                        max: DEFAULT_MAX_IN_FLIGHT,
+                    });
+                }
                 writer.buf.clear();
                 writer.encode_message(&message);
                 // Set before the write: the ACK may be read on the session's thread before the
                 // write returns here, and it must find the message out.
                 let writer = &mut *writer;
-                writer.floor = Floor::Sent(Instant::now());
-                writer.said = message;
+                let now = Instant::now();
+                if writer.floor == Floor::Free {
+                    writer.in_flight.push_back((now, Some(message)));
+                } else {
+                    writer.floor = Floor::Sent(now);
+                    writer.said = message;
+                }
                 writer.stream.write_all(&writer.buf)
             }
             Speech::End => {
@@ -133,7 +161,7 @@ impl Outbox {
         };
         match result {
             Ok(()) => {
-                if ending {
+                if wake {
                     let _ = writer.stream.shutdown(Shutdown::Read);
                 }
                 Ok(())
@@ -147,9 +175,15 @@ impl Outbox {
         }
     }
 
+    /// False while a duplex chat's peer has as many of this side's messages unacknowledged as
+    /// it takes: the next would be refused as [`Unsaid::Busy`].
+    pub fn has_room(&self) -> bool {
+        self.writer.lock().in_flight.len() < DEFAULT_MAX_IN_FLIGHT
+    }
+
     /// True while this side may say something.
     pub fn is_open(&self) -> bool {
-        self.writer.lock().floor == Floor::Open
+        matches!(self.writer.lock().floor, Floor::Open | Floor::Free)
     }
 
     /// The writer, for the session's own frames.

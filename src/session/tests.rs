@@ -42,7 +42,7 @@ fn an_ack_that_comes_with_the_next_message_is_reported_after_that_message_is_ack
                 outbox.say(Speech::Message(b"hello".to_vec())).unwrap()
             }
             Event::MyTurn => outbox.say(Speech::End).unwrap(),
-            Event::Acked { rtt } => {
+            Event::Acked { rtt, .. } => {
                 assert!(rtt > Duration::ZERO);
                 // The peer's answer is acknowledged already: its ACK is on the wire.
                 let mut ack = [0u8; 5];

@@ -23,6 +23,8 @@ pub(super) enum Awaited {
     Echo,
     /// Nothing: a pause between probes, whose timeout is its normal end.
     Nothing,
+    /// Anything the peer of a duplex chat sends.
+    Anything,
 }
 
 impl Awaited {
@@ -36,6 +38,10 @@ impl Awaited {
             Awaited::Message => (
                 format!("no message on your turn within {secs} s"),
                 format!("the other side sent no message on its turn within {secs} s"),
+            ),
+            Awaited::Anything => (
+                format!("nothing sent within {secs} s"),
+                format!("the other side sent nothing within {secs} s"),
             ),
             Awaited::Ack => (
                 format!("no ACK within {secs} s"),

@@ -19,6 +19,9 @@ impl Session {
         events: &mut dyn FnMut(Event<'_>),
     ) -> Ending {
         self.chatting = true;
+        if self.duplex {
+            return self.run_duplex(responder, events);
+        }
         let mut turn = first;
         loop {
             let next = match turn {
@@ -115,7 +118,10 @@ impl Session {
 
     /// Writes the ACK of the peer's message, with `answer` in the same write when there is one
     /// and the peer can take it; returns how the write went and why the answer was refused.
-    fn acknowledge(&mut self, answer: Option<&[u8]>) -> (Result<Instant, Fault>, Option<Unsaid>) {
+    pub(super) fn acknowledge(
+        &mut self,
+        answer: Option<&[u8]>,
+    ) -> (Result<Instant, Fault>, Option<Unsaid>) {
         let mut writer = self.outbox.lock();
         writer.clear();
         writer.encode(&Frame::Ack);
@@ -128,7 +134,14 @@ impl Session {
         });
         let sent_at = writer.write_buf();
         if answer.is_some() && refusal.is_none() {
-            writer.floor = sent_at.as_ref().map_or(Floor::Peer, |&at| Floor::Sent(at));
+            match (writer.floor, &sent_at) {
+                // Said by this thread, whose next read finds its ACK: nobody can look sooner.
+                (Floor::Free, Ok(at)) => writer.in_flight.push_back((*at, None)),
+                (Floor::Free, Err(_)) => {}
+                (_, sent_at) => {
+                    writer.floor = sent_at.as_ref().map_or(Floor::Peer, |&at| Floor::Sent(at));
+                }
+            }
         }
         drop(writer);
         (sent_at.map_err(|e| self.io_fault(e)), refusal)
@@ -137,7 +150,11 @@ impl Session {
     /// Reports the ACK whose report [`Session::report_ack`] held back, if any.
     pub(super) fn report_held_ack(&mut self, events: &mut dyn FnMut(Event<'_>)) {
         if let Some(rtt) = self.held_ack.take() {
-            events(Event::Acked { rtt });
+            self.acks += 1;
+            events(Event::Acked {
+                rtt,
+                number: self.acks,
+            });
         }
     }
 
@@ -170,10 +187,9 @@ impl Session {
     /// the ACK (an echo, a quick answer): that message is acknowledged first, so that printing
     /// this report never delays it.
     pub(super) fn report_ack(&mut self, rtt: Duration, events: &mut dyn FnMut(Event<'_>)) {
-        if self.reader.has_buffered() {
-            self.held_ack = Some(rtt);
-        } else {
-            events(Event::Acked { rtt });
+        self.held_ack = Some(rtt);
+        if !self.reader.has_buffered() {
+            self.report_held_ack(events);
         }
     }
 }

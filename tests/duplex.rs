@@ -1,0 +1,195 @@
+//! Free order (`client --duplex`, protocol version 2) end to end: the real binary and raw peers
+//! over real TCP on 127.0.0.1 (servers on port 0), beside turn-by-turn clients on the same
+//! server.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use client_server_chat::protocol::{DUPLEX_VERSION, Frame};
+use client_server_chat::wire::FrameReader;
+
+use common::{Proc, TIMEOUT, echo_server_with_a_good_client, good_turn, run, start_server};
+
+/// Starts `client 127.0.0.1 PORT --name NAME EXTRA...`.
+fn client(name: &str, port: u16, extra: &[&str]) -> Proc {
+    let port = port.to_string();
+    let mut args = vec!["client", "127.0.0.1", &port, "--name", name];
+    args.extend_from_slice(extra);
+    Proc::spawn(name, &args)
+}
+
+/// A raw peer that asked for free order and was welcomed.
+struct DuplexPeer {
+    stream: TcpStream,
+    reader: FrameReader,
+}
+
+impl DuplexPeer {
+    fn connect(port: u16) -> DuplexPeer {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut peer = DuplexPeer {
+            stream,
+            reader: FrameReader::new(1 << 20),
+        };
+        peer.send(&Frame::Hello {
+            version: DUPLEX_VERSION,
+            max_message: 1 << 20,
+            name: "raw".into(),
+        });
+        match peer.recv() {
+            Frame::Welcome { .. } => peer,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.send_bytes(&frame.encode());
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn recv(&mut self) -> Frame {
+        self.reader
+            .read_frame(&mut self.stream)
+            .unwrap_or_else(|e| panic!("reading a frame: {e:?}"))
+    }
+}
+
+#[test]
+fn duplex_and_turn_clients_share_a_two_worker_server_with_a_waiting_line() {
+    let (mut server, port) = start_server(&["-w", "2"]);
+    let mut alice = client("alice", port, &["--duplex"]);
+    alice.expect_line("Connected!");
+    server.expect_line("[#1 alice 127.0.0.1:");
+    let mut bob = client("bob", port, &["--duplex"]);
+    bob.expect_line("Connected!");
+    server.expect_line("[#2 bob 127.0.0.1:");
+    let mut carol = client("carol", port, &[]);
+    carol.expect_line("waiting in line (position 1)");
+
+    // Alice sends three at once, without waiting for an answer: each is acknowledged, by number.
+    alice.send_bytes(b"a1\na2\na3\n");
+    for n in 1..=3 {
+        server.expect_line(&format!("[#1 alice] Received: a{n}"));
+        alice.expect_line(&format!("Message Received (#{n})"));
+    }
+    // The operator writes to either at any time; nobody waits for a turn.
+    server.send_line("@2 hi bob");
+    assert_eq!(bob.expect_line("Received: "), "Received: hi bob");
+    server.expect_line("[#2 bob] Message Received (#1)");
+    server.send_line("@1 hi alice");
+    alice.expect_line("Received: hi alice");
+    server.send_line("again, alice");
+    alice.expect_line("Received: again, alice");
+    server.send_line("/list");
+    server.expect_line("#1 alice 127.0.0.1:");
+    let line = server.expect_line("#2 bob 127.0.0.1:");
+    assert!(line.contains("turn=free (duplex)"), "{line}");
+
+    // Bob leaves; carol, turn by turn, gets his worker and chats as ever.
+    bob.send_line("end");
+    server.expect_line("[#2 bob] The other side left the chat.");
+    carol.expect_line("Connected!");
+    carol.send_line("hi, carol here");
+    server.expect_line("[#3 carol] Received: hi, carol here");
+    server.send_line("hello carol");
+    carol.expect_line("Received: hello carol");
+    alice.send_line("end");
+    alice.expect_exit(0);
+}
+
+#[test]
+fn messages_that_cross_are_all_acknowledged_in_order() {
+    let (mut server, port) = start_server(&[]);
+    let mut peer = DuplexPeer::connect(port);
+    server.expect_line("Connected, in free order (duplex).");
+    server.send_line("@1 from the server");
+    // The peer writes before reading anything: its messages and the server's cross.
+    peer.send(&Frame::Message(b"c1".to_vec()));
+    peer.send(&Frame::Message(b"c2".to_vec()));
+    let mut acks = 0;
+    let mut messages = Vec::new();
+    while acks < 2 || messages.is_empty() {
+        match peer.recv() {
+            Frame::Ack => acks += 1,
+            Frame::Message(text) => messages.push(text),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(messages, [b"from the server".to_vec()]);
+    peer.send(&Frame::Ack);
+    server.expect_line("[#1 raw] Received: c1");
+    server.expect_line("[#1 raw] Received: c2");
+    server.expect_line("[#1 raw] Message Received (#1)");
+    peer.send(&Frame::End);
+    server.expect_line("[#1 raw] The other side left the chat.");
+}
+
+#[test]
+fn a_peer_flooding_past_the_in_flight_limit_is_closed_and_others_chat_on() {
+    let (mut server, port, mut good) = echo_server_with_a_good_client(&["--max-in-flight", "4"]);
+    let mut peer = DuplexPeer::connect(port);
+    let flood: Vec<u8> = (0..200)
+        .flat_map(|n| Frame::Message(format!("flood {n}").into_bytes()).encode())
+        .collect();
+    peer.send_bytes(&flood);
+    let reason = loop {
+        match peer.recv() {
+            Frame::Ack | Frame::Message(_) => {}
+            Frame::Error(reason) => break reason,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(
+        reason.ends_with("messages in flight, over the limit of 4"),
+        "{reason}"
+    );
+    server.expect_line("over the limit of 4");
+    good_turn(&mut good, 1);
+}
+
+#[test]
+fn end_with_messages_in_flight_loses_none_that_were_acknowledged() {
+    let (mut server, port) = start_server(&[]);
+    let client = run(
+        &["client", "127.0.0.1", &port.to_string(), "--duplex"],
+        b"m1\nm2\nm3\nm4\nend\n",
+    );
+    assert_eq!(client.code(), 0, "{client:#?}");
+    server.expect_line("The other side left the chat.");
+    let printed = server.kill_and_collect().stdout;
+    // END went out right behind the four, before any ACK: the client still read every ACK,
+    // and every message acknowledged was printed by the server.
+    for n in 1..=4 {
+        assert!(
+            client
+                .stdout
+                .contains(&format!("Message Received (#{n})\n")),
+            "#{n}: {client:#?}"
+        );
+        assert!(
+            printed.contains(&format!("Received: m{n}\n")),
+            "m{n}: {printed}"
+        );
+    }
+    assert!(!client.stdout.contains("Not delivered"), "{client:#?}");
+}
+
+#[test]
+fn a_turns_only_server_refuses_a_duplex_client_with_a_clear_error() {
+    let (_server, port) = start_server(&["--turns-only"]);
+    let client = run(
+        &["client", "127.0.0.1", &port.to_string(), "--duplex"],
+        b"hi\n",
+    );
+    assert_eq!(client.code(), 1, "{client:#?}");
+    assert!(client.stderr.contains("--turns-only"), "{client:#?}");
+    // A turn client is welcome as ever.
+    let client = run(&["client", "127.0.0.1", &port.to_string()], b"end\n");
+    assert_eq!(client.code(), 0, "{client:#?}");
+}
