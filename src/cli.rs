@@ -234,7 +234,7 @@ fn client_options(o: &mut Options) {
     o.optflag(
         "",
         "duplex",
-        "client: free order: send at any time, several messages in flight, each acknowledged",
+        "client and ping: free order: send at any time, several messages in flight, each acknowledged",
     );
     o.optflag(
         "",
@@ -413,7 +413,7 @@ const MODE_FLAGS: &[(&str, &[Mode])] = &[
     ("backlog", &[Mode::Server]),
     ("echo", &[Mode::Server]),
     ("legacy", &[Mode::Client]),
-    ("duplex", &[Mode::Client]),
+    ("duplex", &[Mode::Client, Mode::Ping]),
     ("turns-only", &[Mode::Server]),
     ("max-in-flight", &[Mode::Server]),
     ("count", &[Mode::Ping]),
@@ -560,6 +560,7 @@ fn ping_config(matches: &Matches, target: Target) -> Result<PingConfig, Error> {
         message_size,
         quiet: matches.opt_present("quiet"),
         timeout: seconds(matches, "timeout", 0.001)?.unwrap_or(DEFAULT_PING_TIMEOUT),
+        duplex: matches.opt_present("duplex"),
         target,
     })
 }

@@ -300,7 +300,11 @@ impl Typist {
         } else {
             self.out.clear_prompt();
         }
-        let label = format!("Queued until {server} answers: ");
+        let label = if typed.duplex {
+            "Queued until an ACK makes room: ".to_string()
+        } else {
+            format!("Queued until {server} answers: ")
+        };
         let queued = typed.lines.iter().map(|line| {
             let mut shown = label.clone();
             sanitize_lines_into(&mut shown, line, width(&label));

@@ -25,6 +25,8 @@ pub struct PingConfig {
     pub quiet: bool,
     /// How long to wait for each answer before the run counts the probe lost and stops.
     pub timeout: Duration,
+    /// Probe over a free-order session (`--duplex`), as a duplex client's chat would run.
+    pub duplex: bool,
 }
 
 /// What a run measured, in memory that does not grow with the run: exact count, minimum,
@@ -137,7 +139,7 @@ pub fn run(config: &PingConfig) -> Result<(), Error> {
 
 /// Runs the probes over a connected stream and prints what they measured.
 pub fn probe(mut session: Session, config: &PingConfig, out: &Terminal) -> Result<(), Error> {
-    let handshake = session.client_handshake(&config.target.name, false, &mut |position| {
+    let handshake = session.client_handshake(&config.target.name, config.duplex, &mut |position| {
         out.line(&format!(
             "All workers are busy: waiting in line (position {position})."
         ))
@@ -201,8 +203,9 @@ fn header(config: &PingConfig, welcome: &Welcome) -> String {
         Some(size) => format!("{size}-byte messages, echoed"),
         None => "PING frames".to_string(),
     };
+    let order = if config.duplex { ", free order" } else { "" };
     format!(
-        "PING {}:{} (#{}{on}): {what}",
+        "PING {}:{} (#{}{on}): {what}{order}",
         config.target.host, config.target.port, welcome.session_id
     )
 }

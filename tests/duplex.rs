@@ -193,3 +193,21 @@ fn a_turns_only_server_refuses_a_duplex_client_with_a_clear_error() {
     let client = run(&["client", "127.0.0.1", &port.to_string()], b"end\n");
     assert_eq!(client.code(), 0, "{client:#?}");
 }
+
+#[test]
+fn ping_probes_a_duplex_session_with_pings_and_echoed_messages() {
+    let (mut server, port) = start_server(&["--echo"]);
+    let port = port.to_string();
+    for extra in [&[][..], &["--messages"][..]] {
+        let mut args = vec!["ping", "127.0.0.1", &port, "--duplex", "-c", "3", "-i", "0"];
+        args.extend_from_slice(extra);
+        let ping = run(&args, b"");
+        assert_eq!(ping.code(), 0, "{ping:#?}");
+        assert!(ping.stdout.contains(", free order\n"), "{ping:#?}");
+        assert!(
+            ping.stdout.contains("3 sent, 3 answered, 0 lost"),
+            "{ping:#?}"
+        );
+        server.expect_line("Connected, in free order (duplex).");
+    }
+}
