@@ -520,7 +520,6 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
     })
 }
 
-/// The blocks given with `--FLAG SPEC` and in `--FILE_FLAG FILE`s.
 /// `--editor WHEN`.
 fn editor_use(matches: &Matches) -> Result<EditorUse, Error> {
     match matches.opt_str("editor").as_deref() {
@@ -533,6 +532,7 @@ fn editor_use(matches: &Matches) -> Result<EditorUse, Error> {
     }
 }
 
+/// The blocks given with `--FLAG SPEC` and in `--FILE_FLAG FILE`s.
 fn blocks(matches: &Matches, flag: &str, file_flag: &str) -> Result<Vec<Block>, Error> {
     let mut blocks = Vec::new();
     for spec in matches.opt_strs(flag) {

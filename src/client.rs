@@ -97,7 +97,11 @@ pub fn chat(
     let typist = Arc::new(Typist {
         outbox: session.outbox(),
         out: Arc::clone(&out),
-        typed: Mutex::new(Typed::default()),
+        // Named as the server names itself once it has welcomed this client.
+        typed: Mutex::new(Typed {
+            server: "the server".into(),
+            ..Typed::default()
+        }),
     });
     read_input(input, Arc::clone(&typist)).map_err(Error::io("starting the input thread"))?;
     let ending = if config.legacy {
@@ -154,11 +158,9 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
     {
         let mut typed = typist.typed.lock();
         typed.duplex = duplex;
-        typed.server = if server.is_empty() {
-            "the server".to_string()
-        } else {
-            server.to_string()
-        };
+        if !server.is_empty() {
+            typed.server = server.to_string();
+        }
     }
     session.run(Turn::Mine, None, &mut |event| match event {
         Event::MyTurn => {

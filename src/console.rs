@@ -297,7 +297,7 @@ struct Routes {
 
 /// Where the operator's open draft goes: fixed when its first character is typed, so that
 /// nothing that happens meanwhile sends it to somebody else.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Draft {
     /// The session the draft answers (the one waiting longest when it was begun), if any was.
     to: Option<(u32, Arc<str>)>,
@@ -955,7 +955,16 @@ impl Typing for Console {
             }
         };
         if !done {
-            self.routes.lock().draft = Some(draft);
+            // Its session may have ended meanwhile, while the draft was out for sending.
+            let mut routes = self.routes.lock();
+            let gone = draft
+                .to
+                .as_ref()
+                .is_some_and(|(id, _)| !routes.sessions.contains_key(id));
+            routes.draft = Some(Draft {
+                gone: draft.gone || gone,
+                ..draft
+            });
         }
         self.refresh_prompt();
         if done { Ok(()) } else { Err(text) }

@@ -2,7 +2,7 @@
 //! sockets or of the terminal device (the caller reads the bytes and writes the drawing), so
 //! tests drive it with byte sequences.
 
-use crate::text::char_width;
+use crate::text::{char_width, is_harmless};
 
 /// How Enter behaves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,8 +114,7 @@ impl Editor {
 
     fn key(&mut self, b: u8) -> Option<Action> {
         if self.escape != Escape::None {
-            self.escape_byte(b);
-            return None;
+            return self.escape_byte(b);
         }
         if !self.partial.is_empty() || b >= 0x80 {
             self.partial.push(b);
@@ -127,9 +126,14 @@ impl Editor {
                         self.insert(c);
                     }
                 }
-                // Not UTF-8, and will not become it: dropped.
+                // Not UTF-8, and will not become it: dropped; the byte that showed it is a key of
+                // its own (an Enter after a stray lead byte is still Enter).
                 Err(e) if e.error_len().is_some() || self.partial.len() >= 4 => {
+                    let alone = self.partial.len() == 1;
                     self.partial.clear();
+                    if !alone {
+                        return self.key(b);
+                    }
                 }
                 Err(_) => {}
             }
@@ -165,19 +169,27 @@ impl Editor {
         None
     }
 
-    fn escape_byte(&mut self, b: u8) {
+    fn escape_byte(&mut self, b: u8) -> Option<Action> {
         match &mut self.escape {
             Escape::Started => {
                 self.escape = match b {
                     b'[' => Escape::Csi(String::new()),
                     b'O' => Escape::Ss3,
-                    // Alt and a key, or a lone Escape: nothing to do.
-                    _ => Escape::None,
+                    // A lone Escape, then a key (or Alt and a key): the key counts.
+                    _ => {
+                        self.escape = Escape::None;
+                        return self.key(b);
+                    }
                 }
             }
             Escape::Ss3 => {
                 self.escape = Escape::None;
                 self.csi_final("", b);
+            }
+            Escape::Csi(_) if b < 0x20 => {
+                // Not part of a sequence: the sequence is dropped, the key counts.
+                self.escape = Escape::None;
+                return self.key(b);
             }
             Escape::Csi(params) => {
                 if (0x40..=0x7e).contains(&b) {
@@ -193,6 +205,7 @@ impl Editor {
             }
             Escape::None => {}
         }
+        None
     }
 
     /// A whole escape sequence: the parameters between `ESC [` and the final byte.
@@ -242,6 +255,11 @@ impl Editor {
         while self.draft.last() == Some(&'\n') {
             self.draft.pop();
         }
+        if self.draft.is_empty() {
+            // Nothing but line breaks: nothing to send.
+            self.cursor = 0;
+            return Some(Action::Closed);
+        }
         let text: String = self.draft.drain(..).collect();
         self.cursor = 0;
         self.browsing = None;
@@ -259,6 +277,10 @@ impl Editor {
     }
 
     fn insert(&mut self, c: char) {
+        // Controls and direction overrides would drive the terminal as the draft is drawn.
+        if c != '\n' && !is_harmless(c) {
+            return;
+        }
         self.draft.insert(self.cursor, c);
         self.cursor += 1;
         // A combining mark typed before other marks of the same character stays with them.
@@ -270,7 +292,7 @@ impl Editor {
     /// Where the character before the cursor (with its combining marks) begins.
     fn previous_start(&self) -> usize {
         let mut at = self.cursor.saturating_sub(1);
-        while at > 0 && char_width(self.draft[at]) == 0 && self.draft[at] != '\n' {
+        while at > 0 && char_width(self.draft[at]) == 0 {
             at -= 1;
         }
         at
@@ -279,7 +301,7 @@ impl Editor {
     /// Where the character after the cursor (with its combining marks) ends.
     fn next_end(&self) -> usize {
         let mut at = (self.cursor + 1).min(self.draft.len());
-        while at < self.draft.len() && char_width(self.draft[at]) == 0 && self.draft[at] != '\n' {
+        while at < self.draft.len() && char_width(self.draft[at]) == 0 {
             at += 1;
         }
         at
@@ -369,7 +391,13 @@ impl Editor {
             col: 0,
         };
         for line in above {
-            line.chars().for_each(|c| layout.put(c));
+            for c in line.chars() {
+                if c == '\n' {
+                    layout.new_row(0);
+                } else {
+                    layout.put(c);
+                }
+            }
             layout.new_row(0);
         }
         prompt.chars().for_each(|c| layout.put(c));
@@ -381,6 +409,10 @@ impl Editor {
         };
         let mut cursor_at = None;
         for (at, &c) in self.draft.iter().enumerate() {
+            if c != '\n' {
+                // A character that goes to the next row takes the cursor with it.
+                layout.fit(c);
+            }
             if at == self.cursor {
                 cursor_at = Some(layout.position());
             }
@@ -420,13 +452,22 @@ struct Layout {
 }
 
 impl Layout {
-    /// Puts `c` at the end, on the next row if it does not fit on this one. A tab shows as four
-    /// spaces.
-    fn put(&mut self, c: char) {
-        let w = if c == '\t' { 4 } else { char_width(c) };
-        if self.col + w > self.width {
+    /// How many columns `c` takes: a tab shows as four spaces.
+    fn columns(c: char) -> usize {
+        if c == '\t' { 4 } else { char_width(c) }
+    }
+
+    /// Goes to the next row if `c` does not fit on this one.
+    fn fit(&mut self, c: char) {
+        if self.col + Layout::columns(c) > self.width {
             self.new_row(0);
         }
+    }
+
+    /// Puts `c` at the end, on the next row if it does not fit on this one.
+    fn put(&mut self, c: char) {
+        let w = Layout::columns(c);
+        self.fit(c);
         if c == '\t' {
             self.text.push_str("    ");
         } else {
@@ -633,5 +674,34 @@ mod tests {
         );
         assert_eq!(d.text, "Queued: \r\na\r\n01234567\r\n89\r\n> x");
         assert_eq!(d.cursor_row, 4);
+    }
+
+    #[test]
+    fn a_broken_or_lone_prefix_never_eats_the_key_after_it() {
+        let mut e = Editor::new(Keys::default());
+        assert_eq!(type_in(&mut e, b"hi\xc3\r"), [Action::Opened, submit("hi")]);
+        assert_eq!(
+            type_in(&mut e, b"a\x1bb\x1b[\r"),
+            [Action::Opened, submit("ab")]
+        );
+        // A paste of nothing but line breaks, and controls in a paste, send nothing.
+        let actions = type_in(&mut e, b"\x1b[200~\r\n\x07\r\x1b[201~\r");
+        assert_eq!(actions, [Action::Opened, Action::Closed]);
+        type_in(&mut e, "x\u{202e}\u{9b}y".as_bytes());
+        assert_eq!(draft(&e), "xy");
+    }
+
+    #[test]
+    fn the_cursor_moves_with_a_wide_character_that_wraps_and_lines_above_may_hold_breaks() {
+        let mut e = Editor::new(Keys::default());
+        type_in(&mut e, "abc日".as_bytes());
+        type_in(&mut e, b"\x1b[D");
+        // `> : abc` fills 7 of 8 columns: 日 and the cursor on it go to the next row.
+        let d = e.draw(&[], "> : ", 8);
+        assert_eq!(d.text, "> : abc\r\n日\r");
+        assert_eq!(d.cursor_row, 1);
+        let d = e.draw(&["one\n  two".to_string()], "> ", 80);
+        assert!(d.text.starts_with("one\r\n  two\r\n> "), "{:?}", d.text);
+        assert_eq!(d.cursor_row, 2);
     }
 }

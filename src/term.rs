@@ -52,9 +52,8 @@ struct Screen {
     /// With the editor: how many rows below the drawing's first the cursor is, while something
     /// is drawn.
     drawn: Option<usize>,
-    /// The terminal's width, and when it was last asked.
+    /// The terminal's width in columns.
     width: usize,
-    width_asked: Option<Instant>,
     /// The chat is over: nothing more is drawn.
     closed: bool,
 }
@@ -78,18 +77,19 @@ impl Terminal {
     }
 
     /// Like [`Terminal::stdout`], with the line editor when `when` says so. With
-    /// [`EditorUse::Auto`] that is when stdin and stdout are a terminal and stdin can be put in
-    /// non-canonical mode; if the mode could not be set, the user is told so and lines are read
-    /// as the terminal gives them. [`EditorUse::Always`] runs the editor on any stdin (a script
-    /// that types keys), setting the terminal's mode only if stdin is one.
+    /// [`EditorUse::Auto`] that is when stdin and stdout are a terminal whose mode `stty` can
+    /// tell; if it cannot, the user is told so and lines are read as the terminal gives them.
+    /// [`EditorUse::Always`] runs the editor on any stdin (a script that types keys). The mode
+    /// itself is set only when [`Terminal::edit`] begins, after the front-end has set up Ctrl-C,
+    /// which restores it.
     pub fn editing(keys: Keys, when: EditorUse) -> Terminal {
         let tty = io::stdin().is_terminal() && io::stdout().is_terminal();
         let editing = match when {
             EditorUse::Never => false,
             EditorUse::Always if !io::stdin().is_terminal() => true,
             EditorUse::Auto if !tty => false,
-            EditorUse::Always | EditorUse::Auto => match enter_raw_mode() {
-                Ok(()) => true,
+            EditorUse::Always | EditorUse::Auto => match stty(&["-g"]) {
+                Ok(_) => true,
                 Err(why) => {
                     write_out(&format!(
                         "Line editing is off ({why}): lines are read as the terminal gives them.\n"
@@ -109,7 +109,6 @@ impl Terminal {
                 queued: Vec::new(),
                 drawn: None,
                 width: 80,
-                width_asked: None,
                 closed: false,
             }),
             stdout_is_tty: io::stdout().is_terminal(),
@@ -250,6 +249,11 @@ impl Terminal {
         let mut out = String::new();
         screen.erase(&mut out);
         screen.closed = true;
+        for queued in std::mem::take(&mut screen.queued) {
+            out.push_str("Not sent: ");
+            out.push_str(&queued);
+            out.push('\n');
+        }
         if !screen.editor.is_empty() {
             let draft = screen.editor.draft();
             out.push_str("Draft not sent: ");
@@ -263,8 +267,21 @@ impl Terminal {
     /// Reads keys from `input` (stdin, in non-canonical mode) through the editor until the end
     /// of input, telling `typing` what the user does, and redrawing the draft after each read.
     pub fn edit(&self, mut input: impl Read, typing: &dyn Typing) {
+        let tty = io::stdin().is_terminal();
+        if tty && let Err(why) = enter_raw_mode() {
+            write_out(&format!("Line editing may show keys twice ({why}).\n"));
+        }
         let mut buf = [0u8; 4096];
+        let mut width_asked: Option<Instant> = None;
         loop {
+            // Asked now and then, since a terminal window can be resized; never under the
+            // screen's lock, which every printing thread needs.
+            if tty && width_asked.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+                width_asked = Some(Instant::now());
+                if let Some(columns) = terminal_width() {
+                    self.screen.lock().width = columns;
+                }
+            }
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -318,6 +335,7 @@ impl Terminal {
                 continue;
             }
             match gathered.as_mut() {
+                None if line.is_empty() && !self.echo_input => self.reshow_prompt(),
                 None if line.is_empty() => {}
                 None if keys.commands && line.starts_with(b"/") && !line.starts_with(b"//") => {
                     each(line)
@@ -363,16 +381,6 @@ impl Screen {
         {
             return;
         }
-        if self
-            .width_asked
-            .is_none_or(|at| at.elapsed() > Duration::from_secs(1))
-        {
-            // Asked again now and then, since a terminal window can be resized.
-            self.width_asked = Some(Instant::now());
-            if let Some(columns) = terminal_width() {
-                self.width = columns;
-            }
-        }
         let drawing = self.editor.draw(
             &self.queued,
             self.prompt.as_deref().unwrap_or(""),
@@ -409,9 +417,13 @@ fn terminal_width() -> Option<usize> {
 
 /// Puts the terminal on stdin in non-canonical, no-echo mode with bracketed paste, saving the
 /// mode to restore; a panic on the main or input thread restores it before it is reported.
+/// Enter comes as CR (so a pasted CR LF is one line break), and Ctrl-Z and Ctrl-\ do nothing:
+/// a stopped or dumped process would leave the terminal in this mode.
 fn enter_raw_mode() -> Result<(), String> {
     let saved = stty(&["-g"])?;
-    stty(&["-icanon", "-echo", "min", "1"])?;
+    stty(&[
+        "-icanon", "-echo", "-icrnl", "min", "1", "time", "0", "susp", "undef", "quit", "undef",
+    ])?;
     *SAVED_MODE.lock() = Some(saved);
     write_out("\x1b[?2004h");
     let reported = std::panic::take_hook();

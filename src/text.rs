@@ -29,26 +29,29 @@ pub fn sanitize_into(out: &mut String, bytes: &[u8]) {
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '\t' => out.push('\t'),
+                c if is_harmless(c) => out.push(c),
                 '\0'..='\x1f' => {
                     out.push('^');
                     out.push(char::from(c as u8 + 0x40));
                 }
                 '\x7f' => out.push_str("^?"),
-                '\u{80}'..='\u{9f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{200e}'
-                | '\u{200f}' => {
+                _ => {
                     let _ = write!(out, "\\u{{{:x}}}", c as u32);
                 }
-                c => out.push(c),
             }
         }
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
+}
+
+/// True for a character that may go to a terminal as it is: tab, and anything but the control
+/// characters and the Unicode direction marks and overrides (which would reorder what follows).
+pub fn is_harmless(c: char) -> bool {
+    c == '\t'
+        || !(c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}'))
 }
 
 /// [`sanitize`] for a text of several lines, appending to `out`: each line after the first starts
