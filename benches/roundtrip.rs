@@ -54,14 +54,21 @@
 //! - (e) the chat RTT samples of (a), both sizes, all placements, under 1 µs: there must be none;
 //! - (f) what `--log-sync` costs: message to ACK at 16 B against chat servers with and without
 //!   it (each received message written and `sync_data`'d before its ACK), unpinned, in blocks
-//!   taken in turn from the orchestrator.
+//!   taken in turn from the orchestrator;
+//! - (g) free-order streaming: one client in a duplex chat (`--duplex`, protocol version 2)
+//!   sends 16 B messages with up to 32 in flight, the echo server answering each with its ACK and
+//!   the echo in one write and the client acknowledging every echo, against a bare client doing
+//!   the same with the same frames (the bare pool answers a MESSAGE whenever it comes and takes
+//!   ACKs whenever they come): messages per second, from the first write to the last ACK, chat and
+//!   bare in turn, the ratio the median of the rounds' ratios.
 //!
 //! The last line is `summary:` followed by numbers: `rtt_p50_us`, `bare_rtt_p50_us` are the 16 B
 //! message-to-ACK medians in the split-cpu placement (unpinned without taskset); `rtt_ratio_*` and
 //! `turn_ratio_*` are chat/bare p50 ratios at 16 B in the placement they name (`na` for a pinned
 //! placement without taskset); `throughput_ratio_w2_c8` and `throughput_ratio_w8_c8` are chat /
 //! bare pool turns per second at C = 8, in split-cpu (unpinned without taskset), as the median of
-//! the ratios of runs paired round by round; `server_rss_*_kib` come from (d), `rtt_under_1us`
+//! the ratios of runs paired round by round; `duplex_stream_ratio` is (g)'s, in the same
+//! placement; `server_rss_*_kib` come from (d), `rtt_under_1us`
 //! from (e). The latency ratios are computed from the rounded figures printed beside them.
 #![forbid(unsafe_code)]
 
@@ -80,8 +87,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
-use client_server_chat::protocol::{DEFAULT_MAX_MESSAGE, Frame, VERSION};
-use client_server_chat::session::{Ending, Event, Session, Speech, Stopper, Timeouts, Turn};
+use client_server_chat::protocol::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE, Frame, VERSION};
+use client_server_chat::session::{
+    Ending, Event, Session, Speech, Stopper, Timeouts, Turn, Unsaid,
+};
 use client_server_chat::wire::FrameReader;
 
 /// Errors of any part end as one message and exit status 1.
@@ -272,6 +281,8 @@ struct Plan {
     log_sync_rounds: usize,
     /// Turns each throughput client takes.
     per_client: usize,
+    /// Messages each streaming run of (g) sends.
+    stream_messages: usize,
     /// The limit on the whole bench, and on the life of every child.
     lifetime: Duration,
 }
@@ -300,6 +311,7 @@ impl Plan {
             load_rounds: scaled(18.0),
             log_sync_rounds: scaled(10.0),
             per_client: scaled(250.0).max(20),
+            stream_messages: scaled(5000.0).max(100),
             // Ten times what the default run takes: only a broken run meets it.
             lifetime: Duration::from_secs_f64(600.0 * scale.max(1.0)),
         })
@@ -308,8 +320,12 @@ impl Plan {
     /// The driver's part of the plan, for [`PLAN_VAR`].
     fn for_driver(&self) -> String {
         format!(
-            "small_rounds={} large_rounds={} load_rounds={} per_client={}",
-            self.small_rounds, self.large_rounds, self.load_rounds, self.per_client
+            "small_rounds={} large_rounds={} load_rounds={} per_client={} stream_messages={}",
+            self.small_rounds,
+            self.large_rounds,
+            self.load_rounds,
+            self.per_client,
+            self.stream_messages
         )
     }
 
@@ -955,6 +971,8 @@ struct Measured {
     samples: BTreeMap<(Measure, Target, usize), Vec<u64>>,
     /// (c): (W, C, server) to runs.
     loads: BTreeMap<(usize, usize, Target), Vec<LoadRun>>,
+    /// (g): chat or pool to its streaming runs (messages, wall time), in round order.
+    streams: BTreeMap<Target, Vec<(u64, u64)>>,
 }
 
 impl Measured {
@@ -963,6 +981,13 @@ impl Measured {
     fn add(&mut self, line: &str) -> BenchResult<()> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["stream", target, messages, wall] => {
+                let target = Target::parse(target).ok_or("unknown side")?;
+                self.streams
+                    .entry(target)
+                    .or_default()
+                    .push((messages.parse()?, wall.parse()?));
+            }
             ["load", target, workers, clients, turns, wall, done] => {
                 let target = Target::parse(target).ok_or("unknown server")?;
                 let mut done = numbers(done)?;
@@ -1019,6 +1044,39 @@ impl Measured {
         }
         rates.sort_unstable();
         percentile(&rates, 0.5) as f64
+    }
+
+    /// (g): messages per second of the median run of `target`.
+    fn stream_rate(&self, target: Target) -> f64 {
+        let mut rates: Vec<u64> = self
+            .streams
+            .get(&target)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|&(messages, wall)| (messages as f64 / (wall.max(1) as f64 / 1e9)).round() as u64)
+            .collect();
+        if rates.is_empty() {
+            return 0.0;
+        }
+        rates.sort_unstable();
+        percentile(&rates, 0.5) as f64
+    }
+
+    /// (g): chat over bare messages per second, the median of the rounds' ratios.
+    fn stream_ratio(&self) -> Option<f64> {
+        let runs = |target| self.streams.get(&target).map_or(&[][..], Vec::as_slice);
+        let rate = |&(messages, wall): &(u64, u64)| messages as f64 / wall.max(1) as f64;
+        let mut ratios: Vec<f64> = runs(Target::Chat)
+            .iter()
+            .zip(runs(Target::Pool))
+            .map(|(c, b)| rate(c) / rate(b))
+            .filter(|r| r.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        Some(ratios[(ratios.len() - 1) / 2])
     }
 
     /// Chat over `target` in turns per second at (W, C): the median of the ratios of the runs
@@ -1218,6 +1276,20 @@ fn print_placement(placement: Placement, cpus: &Cpus, measured: &Measured, plan:
         );
     }
     print_loads(measured, plan);
+    println!();
+    println!(
+        "(g) duplex streaming, one client, {SMALL} B messages, up to {DEFAULT_MAX_IN_FLIGHT} in \
+         flight, each echoed, {} per run, {} runs each: messages/s (median run); ratio: median \
+         of the rounds' ratios",
+        plan.stream_messages, plan.load_rounds
+    );
+    println!("{:>12}{:>12}{:>8}", "chat", "bare pool", "ratio");
+    println!(
+        "{:>12.0}{:>12.0}{:>8}",
+        measured.stream_rate(Target::Chat),
+        measured.stream_rate(Target::Pool),
+        show_ratio(measured.stream_ratio())
+    );
 }
 
 /// One table of (a) or (b): percentiles of chat and bare, and their ratios.
@@ -1337,8 +1409,8 @@ fn summary(results: &[(Placement, Option<Measured>)], rss: &Rss, under_1us: usiz
     format!(
         "summary: rtt_p50_us={} bare_rtt_p50_us={} rtt_ratio_same_cpu={} rtt_ratio_split_cpu={} \
          turn_ratio_same_cpu={} turn_ratio_split_cpu={} turn_ratio_unpinned={} \
-         throughput_ratio_w2_c8={} throughput_ratio_w8_c8={} server_rss_idle_kib={} \
-         server_rss_live4_kib={} rtt_under_1us={under_1us}",
+         throughput_ratio_w2_c8={} throughput_ratio_w8_c8={} duplex_stream_ratio={} \
+         server_rss_idle_kib={} server_rss_live4_kib={} rtt_under_1us={under_1us}",
         us(Target::Chat),
         us(Target::Pool),
         p50_ratio(Placement::SameCpu, Measure::Rtt),
@@ -1348,6 +1420,7 @@ fn summary(results: &[(Placement, Option<Measured>)], rss: &Rss, under_1us: usiz
         p50_ratio(Placement::Unpinned, Measure::Turn),
         throughput(2),
         throughput(8),
+        show_ratio(main.and_then(Measured::stream_ratio)),
         kib(rss.idle),
         kib(rss.live),
     )
@@ -1444,8 +1517,9 @@ fn serve_quietly(stream: TcpStream) {
     drop(serve_bare(stream));
 }
 
-/// One bare connection: each MESSAGE is answered with the ACK and the echo in one write, whose
-/// ACK is then read; ends when the client closes.
+/// One bare connection: each MESSAGE is answered with the ACK and the echo in one write; the
+/// ACKs of the echoes are taken as they come (after each echo in turns, between the messages
+/// of a stream); ends when the client closes.
 fn serve_bare(stream: TcpStream) -> io::Result<()> {
     tune(&stream)?;
     let mut reader = BufReader::new(&stream);
@@ -1455,13 +1529,13 @@ fn serve_bare(stream: TcpStream) -> io::Result<()> {
         match read_frame(&mut reader, &mut payload)? {
             None => return Ok(()),
             Some(MESSAGE_KIND) => {}
-            Some(_) => return Err(invalid("expected a MESSAGE")),
+            Some(kind) if kind == ACK[0] && payload.is_empty() => continue,
+            Some(_) => return Err(invalid("expected a MESSAGE or an ACK")),
         }
         out.clear();
         out.extend_from_slice(&ACK);
         push_frame(&mut out, MESSAGE_KIND, &payload)?;
         (&stream).write_all(&out)?;
-        read_ack(&mut reader)?;
     }
     Ok(())
 }
@@ -1519,6 +1593,7 @@ struct DriverPlan {
     large_rounds: usize,
     load_rounds: usize,
     per_client: usize,
+    stream_messages: usize,
 }
 
 impl DriverPlan {
@@ -1536,6 +1611,7 @@ impl DriverPlan {
             large_rounds: get("large_rounds")?,
             load_rounds: get("load_rounds")?,
             per_client: get("per_client")?,
+            stream_messages: get("stream_messages")?,
         })
     }
 }
@@ -1636,9 +1712,127 @@ fn drive() -> BenchResult<()> {
             }
         }
     }
+    note(
+        &mut out,
+        &format!("measuring duplex streaming against chat -w {LATENCY_WORKERS} and bare pool"),
+    )?;
+    for round in 0..plan.load_rounds {
+        let chat_first = round % 2 == 0;
+        for is_chat in [chat_first, !chat_first] {
+            let (target, wall) = if is_chat {
+                (
+                    Target::Chat,
+                    chat_stream(chat, &small, plan.stream_messages)?,
+                )
+            } else {
+                (
+                    Target::Pool,
+                    bare_stream(bare, &small, plan.stream_messages)?,
+                )
+            };
+            writeln!(
+                out,
+                "stream {} {} {}",
+                target.name(),
+                plan.stream_messages,
+                wall.as_nanos()
+            )?;
+        }
+        out.flush()?;
+    }
     writeln!(out, "done")?;
     out.flush()?;
     Ok(())
+}
+
+/// (g), chat: a duplex session sends `messages` copies of `payload` with as many in flight as
+/// the protocol allows; the time from the first write to the last ACK.
+fn chat_stream(port: u16, payload: &[u8], messages: usize) -> BenchResult<Duration> {
+    let stream = connect(port)?;
+    let stopper = Stopper::new(&stream)?;
+    let mut session = Session::new(stream, DEFAULT_MAX_MESSAGE, CLIENT_TIMEOUTS, stopper)?;
+    if let Err(ending) = session.client_handshake("bench", true, &mut |_| {}) {
+        return Err(format!("duplex handshake: {ending}").into());
+    }
+    let outbox = session.outbox();
+    // MyTurn once (the floor is open), then a token per ACK.
+    let (tokens, taken) = crossbeam_channel::unbounded();
+    let runner = thread::spawn(move || {
+        session.run(Turn::Mine, None, &mut |event| {
+            if matches!(event, Event::MyTurn | Event::Acked { .. }) {
+                let _ = tokens.send(());
+            }
+        })
+    });
+    let wait = || taken.recv_timeout(IO_LIMIT).map_err(|_| "no ACK in time");
+    wait()?;
+    let start = Instant::now();
+    let mut acked = 0;
+    for _ in 0..messages {
+        loop {
+            match outbox.say(Speech::Message(payload.to_vec())) {
+                Ok(()) => break,
+                Err(Unsaid::Busy { .. }) => {
+                    wait()?;
+                    acked += 1;
+                }
+                Err(e) => return Err(format!("streaming: {e:?}").into()),
+            }
+        }
+    }
+    while acked < messages {
+        wait()?;
+        acked += 1;
+    }
+    let wall = start.elapsed();
+    outbox.say(Speech::End).map_err(|e| format!("END: {e:?}"))?;
+    let ending = runner.join().map_err(|_| "the session thread panicked")?;
+    if !matches!(ending, Ending::EndedByMe) {
+        return Err(format!("the stream ended: {ending}").into());
+    }
+    Ok(wall)
+}
+
+/// (g), bare: the same frames with `std::net` alone: a writer keeping at most
+/// [`DEFAULT_MAX_IN_FLIGHT`] messages unacknowledged, a reader taking the ACKs and answering
+/// each echo with its ACK.
+fn bare_stream(port: u16, payload: &[u8], messages: usize) -> BenchResult<Duration> {
+    let stream = connect(port)?;
+    let writer = std::sync::Arc::new(Mutex::new(stream.try_clone()?));
+    let (tokens, taken) = crossbeam_channel::unbounded();
+    let reading = {
+        let writer = std::sync::Arc::clone(&writer);
+        thread::spawn(move || -> io::Result<()> {
+            let mut reader = BufReader::new(stream);
+            let mut frame = Vec::new();
+            let mut acked = 0;
+            while acked < messages {
+                match read_frame(&mut reader, &mut frame)? {
+                    Some(MESSAGE_KIND) => writer.lock().write_all(&ACK)?,
+                    Some(kind) if kind == ACK[0] => {
+                        acked += 1;
+                        let _ = tokens.send(());
+                    }
+                    _ => return Err(invalid("expected an ACK or an echo")),
+                }
+            }
+            Ok(())
+        })
+    };
+    let mut frame = Vec::with_capacity(HEADER + payload.len());
+    push_frame(&mut frame, MESSAGE_KIND, payload)?;
+    let start = Instant::now();
+    let mut in_flight = 0;
+    for _ in 0..messages {
+        if in_flight == DEFAULT_MAX_IN_FLIGHT {
+            taken.recv_timeout(IO_LIMIT).map_err(|_| "no ACK in time")?;
+            in_flight -= 1;
+        }
+        writer.lock().write_all(&frame)?;
+        in_flight += 1;
+    }
+    reading.join().map_err(|_| "the bare reader panicked")??;
+    Ok(start.elapsed())
 }
 
 /// Tells the orchestrator what comes next, for its message should it stall there.
