@@ -211,3 +211,98 @@ fn ping_probes_a_duplex_session_with_pings_and_echoed_messages() {
         server.expect_line("Connected, in free order (duplex).");
     }
 }
+
+#[test]
+fn the_operators_end_still_delivers_the_message_in_flight_before_it() {
+    let (mut server, port) = start_server(&[]);
+    let mut peer = DuplexPeer::connect(port);
+    server.expect_line("Connected, in free order (duplex).");
+    server.send_line("@1 one last thing");
+    server.send_line("@1 end");
+    assert_eq!(peer.recv(), Frame::Message(b"one last thing".to_vec()));
+    // The server went on reading after its END: the ACK, sent after it, still counts.
+    assert_eq!(peer.recv(), Frame::End);
+    peer.send(&Frame::Ack);
+    // As the receiver of END does once its own messages are acknowledged (none here).
+    drop(peer);
+    server.expect_line("[#1 raw] Message Received (#1)");
+    server.expect_line("[#1 raw] You ended the chat.");
+    assert!(
+        !server.dump().contains("Not delivered"),
+        "{}",
+        server.dump()
+    );
+}
+
+#[test]
+fn each_ack_is_matched_to_the_oldest_message_in_flight() {
+    use client_server_chat::session::{Event, Session, Speech, Stopper, Timeouts, Turn};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // A raw server that grants free order, reads three messages, then acknowledges all three in
+    // one write: the first was out longest, so its round trip must be the longest.
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut peer = DuplexPeer {
+            stream,
+            reader: FrameReader::new(1 << 20),
+        };
+        assert!(matches!(
+            peer.recv(),
+            Frame::Hello {
+                version: DUPLEX_VERSION,
+                ..
+            }
+        ));
+        peer.send(&Frame::Welcome {
+            session_id: 1,
+            max_message: 1 << 20,
+            name: String::new(),
+        });
+        for n in 1..=3 {
+            assert_eq!(peer.recv(), Frame::Message(format!("m{n}").into_bytes()));
+        }
+        let acks: Vec<u8> = (0..3).flat_map(|_| Frame::Ack.encode()).collect();
+        peer.send_bytes(&acks);
+        assert_eq!(peer.recv(), Frame::End);
+    });
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let stopper = Stopper::new(&stream).expect("stopper");
+    let timeouts = Timeouts {
+        idle: Some(Duration::from_secs(10)),
+        ..Timeouts::default()
+    };
+    let mut session = Session::new(stream, 1 << 20, timeouts, stopper).expect("session");
+    session
+        .client_handshake("", true, &mut |_| {})
+        .expect("welcomed");
+    assert!(session.is_duplex());
+    let outbox = session.outbox();
+    let mut acked = Vec::new();
+    session.run(Turn::Mine, None, &mut |event| match event {
+        Event::MyTurn => {
+            for n in 1..=3 {
+                outbox
+                    .say(Speech::Message(format!("m{n}").into_bytes()))
+                    .expect("said");
+            }
+        }
+        Event::Acked { rtt, number } => {
+            acked.push((number, rtt));
+            if number == 3 {
+                outbox.say(Speech::End).expect("end");
+            }
+        }
+        _ => {}
+    });
+    server.join().expect("the raw server");
+    assert_eq!(acked.iter().map(|&(n, _)| n).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        acked[0].1 > acked[1].1 && acked[1].1 > acked[2].1,
+        "round trips not in sending order: {acked:?}"
+    );
+}
