@@ -1066,17 +1066,12 @@ impl Measured {
     fn stream_ratio(&self) -> Option<f64> {
         let runs = |target| self.streams.get(&target).map_or(&[][..], Vec::as_slice);
         let rate = |&(messages, wall): &(u64, u64)| messages as f64 / wall.max(1) as f64;
-        let mut ratios: Vec<f64> = runs(Target::Chat)
-            .iter()
-            .zip(runs(Target::Pool))
-            .map(|(c, b)| rate(c) / rate(b))
-            .filter(|r| r.is_finite())
-            .collect();
-        if ratios.is_empty() {
-            return None;
-        }
-        ratios.sort_by(f64::total_cmp);
-        Some(ratios[(ratios.len() - 1) / 2])
+        median_ratio(
+            runs(Target::Chat)
+                .iter()
+                .zip(runs(Target::Pool))
+                .map(|(c, b)| rate(c) / rate(b)),
+        )
     }
 
     /// Chat over `target` in turns per second at (W, C): the median of the ratios of the runs
@@ -1086,18 +1081,19 @@ impl Measured {
         let rate = |run: &LoadRun| run.turns as f64 / (run.wall_ns.max(1) as f64 / 1e9);
         let chat = self.runs(workers, clients, Target::Chat);
         let other = self.runs(workers, clients, target);
-        let mut ratios: Vec<f64> = chat
-            .iter()
-            .zip(other)
-            .map(|(c, o)| rate(c) / rate(o))
-            .filter(|r| r.is_finite())
-            .collect();
-        if ratios.is_empty() {
-            return None;
-        }
-        ratios.sort_by(f64::total_cmp);
-        Some(ratios[(ratios.len() - 1) / 2])
+        median_ratio(chat.iter().zip(other).map(|(c, o)| rate(c) / rate(o)))
     }
+}
+
+/// The median of the finite `ratios` of runs paired round by round (the lower middle one of an
+/// even count); `None` without any.
+fn median_ratio(ratios: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut ratios: Vec<f64> = ratios.filter(|r| r.is_finite()).collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some(ratios[(ratios.len() - 1) / 2])
 }
 
 /// Comma-separated whole numbers.

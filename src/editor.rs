@@ -71,6 +71,12 @@ pub struct Drawing {
     pub cursor_row: usize,
 }
 
+/// True for an operator line that is a console command: `/` first, but not `//` (which sends a
+/// line that begins with `/`).
+pub fn is_command(line: &[u8]) -> bool {
+    line.starts_with(b"/") && !line.starts_with(b"//")
+}
+
 /// How many history entries are kept.
 const HISTORY: usize = 500;
 
@@ -233,11 +239,9 @@ impl Editor {
         if self.draft.is_empty() {
             return None;
         }
-        let one_line = !self.draft.contains(&'\n');
         let command = self.keys.commands
-            && one_line
-            && self.draft[0] == '/'
-            && self.draft.get(1) != Some(&'/');
+            && !self.draft.contains(&'\n')
+            && is_command(self.draft().as_bytes());
         let sends = if self.keys.multiline {
             command || self.draft.last() == Some(&'\n')
         } else {

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::editor::{Action, Editor, Keys};
+use crate::editor::{Action, Editor, Keys, is_command};
 use crate::text::{sanitize_lines_into, width};
 
 use parking_lot::Mutex;
@@ -337,9 +337,7 @@ impl Terminal {
             match gathered.as_mut() {
                 None if line.is_empty() && !self.echo_input => self.reshow_prompt(),
                 None if line.is_empty() => {}
-                None if keys.commands && line.starts_with(b"/") && !line.starts_with(b"//") => {
-                    each(line)
-                }
+                None if keys.commands && is_command(&line) => each(line),
                 None => gathered = Some(line),
                 Some(_) if line.is_empty() => each(gathered.take().unwrap_or_default()),
                 Some(text) => {
