@@ -6,7 +6,7 @@ use std::io::{self, BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -272,7 +272,14 @@ pub struct Console {
     /// for the next session that is owed one.
     piped: bool,
     routes: Mutex<Routes>,
+    /// When each duplex session whose printing lagged was last said to lag.
+    lagging: Mutex<HashMap<u32, Instant>>,
 }
+
+/// A message that takes longer than this to print means the terminal cannot keep up.
+const LAG: Duration = Duration::from_millis(500);
+/// A lagging session is told to the operator at most once in this time.
+const LAG_NOTICE_EVERY: Duration = Duration::from_secs(10);
 
 /// Who is waiting for the operator, and how to reach each session's speaker.
 #[derive(Debug, Default)]
@@ -350,6 +357,7 @@ impl Console {
             quiet,
             piped,
             routes: Mutex::new(Routes::default()),
+            lagging: Mutex::new(HashMap::new()),
         }
     }
 
@@ -801,7 +809,34 @@ impl Console {
             ),
             Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
         };
+        let started = Instant::now();
         self.out.line(&line);
+        if duplex && started.elapsed() > LAG {
+            self.lags(id, &label);
+        }
+    }
+
+    /// Printing session `id`'s messages is slower than it sends them: nothing is dropped, it is
+    /// held back instead (the next message is read, and acknowledged, once this one is shown),
+    /// and the operator is told, now and then.
+    fn lags(&self, id: u32, label: &str) {
+        let now = Instant::now();
+        let due = {
+            let mut lagging = self.lagging.lock();
+            let due = lagging
+                .get(&id)
+                .is_none_or(|&told| now.duration_since(told) > LAG_NOTICE_EVERY);
+            if due {
+                lagging.insert(id, now);
+            }
+            due
+        };
+        if due {
+            self.out.line(&format!(
+                "[{label}] Output lags: the terminal is slow to take this session's messages; \
+                 none is dropped, and the client is held back until they are shown."
+            ));
+        }
     }
 
     /// Session `id` is owed an answer: a held one goes to it at once; otherwise it waits in the
@@ -868,6 +903,7 @@ impl Console {
             routes.sessions.remove(&id);
             routes.waiting.retain(|&w| w != id);
             routes.addressed.take_if(|&mut a| a == id);
+            self.lagging.lock().remove(&id);
             match &mut routes.draft {
                 Some(Draft {
                     to: Some((to, label)),
