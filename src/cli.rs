@@ -223,7 +223,7 @@ fn server_options(o: &mut Options) {
         "",
         "max-in-flight",
         &format!(
-            "server: most messages a duplex client may have unacknowledged; one more ends its chat (default {})",
+            "server: most messages a duplex client may have unacknowledged, at least the default that clients hold to; more arriving at once end its chat (default {})",
             crate::protocol::DEFAULT_MAX_IN_FLIGHT
         ),
         "N",
@@ -514,8 +514,14 @@ fn server_config(matches: &Matches, target: Target) -> Result<ConsoleConfig, Err
             },
             max_per_host: number(matches, "max-per-host", 1, 100_000)?.map(|n| n as usize),
             turns_only: matches.opt_present("turns-only"),
-            max_in_flight: number(matches, "max-in-flight", 1, 1_000_000)?
-                .map_or(defaults.max_in_flight, |n| n as usize),
+            // Clients hold to the protocol's 32: a server may only allow more.
+            max_in_flight: number(
+                matches,
+                "max-in-flight",
+                crate::protocol::DEFAULT_MAX_IN_FLIGHT as u64,
+                1_000_000,
+            )?
+            .map_or(defaults.max_in_flight, |n| n as usize),
         },
     })
 }

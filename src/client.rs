@@ -326,11 +326,12 @@ impl Typist {
         while let Some(line) = typed.lines.pop_front() {
             if typed.duplex {
                 if !self.outbox.is_open() {
-                    // Ended: what is left is not said, and the session says how it ended.
-                    typed.lines.clear();
+                    // Ended: what is left is not said (the terminal shows it as not sent), and
+                    // the session says how the chat ended.
+                    typed.lines.push_front(line);
                     return;
                 }
-                if !self.outbox.has_room() {
+                if !self.outbox.has_room(line.len()) {
                     // An ACK makes room, and tries again.
                     typed.lines.push_front(line);
                     return;

@@ -560,10 +560,12 @@ impl Console {
                 format!("[{label}] Not delivered: writing the answer to the client failed: {e}")
             }
         };
-        // Still this session's turn: it waits first in line again.
+        // Still this session's turn: it waits first in line again. (A duplex session never
+        // waits for the operator: it may be written to at any time.)
         if outbox.is_open() {
             let mut routes = self.routes.lock();
-            if routes.sessions.contains_key(&id) && !routes.waiting.contains(&id) {
+            let turns = routes.sessions.get(&id).is_some_and(|r| !r.duplex);
+            if turns && !routes.waiting.contains(&id) {
                 routes.waiting.push_front(id);
             }
         }

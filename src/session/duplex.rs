@@ -13,24 +13,37 @@ impl Session {
         mut responder: Option<&mut dyn Responder>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Ending {
-        self.outbox.lock().floor = Floor::Free;
-        // Once, for good: this side may speak from now on.
+        // Once, for good: this side may speak from now on (the handshake opened the floor).
         events(Event::MyTurn);
-        let mut peer_ended = false;
+        // When the peer's END came: its END came after whatever it sent, and this side's
+        // messages still in flight may yet be acknowledged, for a little while.
+        let mut peer_ended: Option<Instant> = None;
         let fault = loop {
-            if peer_ended && self.outbox.lock().in_flight.is_empty() {
-                break Fault::Done(Ending::PeerEnded);
+            let settled = {
+                let writer = self.outbox.lock();
+                writer
+                    .in_flight
+                    .is_empty()
+                    .then_some(writer.end_said.is_some())
+            };
+            match (peer_ended, settled) {
+                (Some(_), Some(_)) => break Fault::Done(Ending::PeerEnded),
+                // This side said END and every ACK is in: nothing is left to wait for but what
+                // came with the last of them (an echo), acknowledged and shown first.
+                (None, Some(true)) if !self.reader.has_buffered() => {
+                    break Fault::Done(Ending::EndedByMe);
+                }
+                _ => {}
             }
-            match self.duplex_step(responder.as_mut().map(|r| &mut **r as _), events) {
+            let responder = responder.as_mut().map(|r| &mut **r as _);
+            match self.duplex_step(responder, peer_ended, events) {
                 Ok(Step::Going) => {}
                 Ok(Step::PeerEnded) => {
-                    // Its END came after whatever it sent; this side's messages still in
-                    // flight may yet be acknowledged, for a little while.
                     self.outbox.lock().floor = Floor::Closed;
-                    peer_ended = true;
+                    peer_ended = Some(Instant::now());
                 }
                 Err(Fault::Stop(reason)) => break Fault::Stop(reason),
-                Err(_) if peer_ended => break Fault::Done(Ending::PeerEnded),
+                Err(_) if peer_ended.is_some() => break Fault::Done(Ending::PeerEnded),
                 Err(fault) => break fault,
             }
         };
@@ -55,18 +68,26 @@ impl Session {
     fn duplex_step(
         &mut self,
         responder: Option<&mut dyn Responder>,
+        peer_ended: Option<Instant>,
         events: &mut dyn FnMut(Event<'_>),
     ) -> Result<Step, Fault> {
-        let idle = match self.outbox.lock().floor {
-            // The chat is ending: only the last ACKs are awaited.
-            Floor::Closed => Some(self.timeouts.handshake),
-            _ => self.timeouts.idle,
+        // Once the peer has ended, only the last ACKs are awaited, within the handshake timeout
+        // in all. (Once this side has, the reads watch its own deadline: see `closing_due`.)
+        let idle = match peer_ended {
+            Some(at) => {
+                Some((at + self.timeouts.handshake).saturating_duration_since(Instant::now()))
+            }
+            None => self.timeouts.idle,
         };
         let frame = match self.ready_frame()? {
             Some(frame) => frame,
             None => self.recv(idle, Awaited::Anything)?,
         };
+        let end_said = self.outbox.lock().end_said.is_some();
         match frame {
+            Frame::Message(_) if peer_ended.is_some() => {
+                Err(Fault::Violation("MESSAGE after END".into()))
+            }
             Frame::Message(message) => {
                 // This one and those read behind it: none is acknowledged yet, so the peer had
                 // them all in flight at once.
@@ -80,7 +101,10 @@ impl Session {
                 if let Some(Journal(journal)) = self.journal.as_mut() {
                     journal(&message);
                 }
-                let answer = responder.map(|responder| responder.answer(&message));
+                // A message that crossed this side's END is acknowledged and shown, not answered.
+                let answer = responder
+                    .filter(|_| !end_said)
+                    .map(|responder| responder.answer(&message));
                 let (sent, refusal) = self.acknowledge(answer.as_deref());
                 sent?;
                 events(Event::Received(&message));
@@ -100,7 +124,7 @@ impl Session {
                 Ok(Step::Going)
             }
             Frame::Ack => {
-                let Some((sent_at, said)) = self.outbox.lock().in_flight.pop_front() else {
+                let Some((sent_at, said)) = self.outbox.lock().acknowledged() else {
                     return Err(Fault::Violation("ACK with no MESSAGE in flight".into()));
                 };
                 if let Some(said) = said {
@@ -113,6 +137,8 @@ impl Session {
                 });
                 Ok(Step::Going)
             }
+            // The two ENDs crossed: this side ended the chat as much as the peer did.
+            Frame::End if end_said => Err(Fault::Done(Ending::EndedByMe)),
             Frame::End => Ok(Step::PeerEnded),
             other => Err(self.terminal_or_unexpected(other)),
         }

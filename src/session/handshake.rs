@@ -61,7 +61,13 @@ impl Session {
                     max_message,
                     name,
                 } => {
-                    self.outbox.lock().peer_max = max_message as usize;
+                    {
+                        let mut writer = self.outbox.lock();
+                        writer.peer_max = max_message as usize;
+                        if self.duplex {
+                            writer.floor = Floor::Free;
+                        }
+                    }
                     return Ok(Welcome {
                         session_id,
                         server_name: name,
@@ -131,6 +137,11 @@ impl Session {
                     return Err(self.fail(Fault::Violation(refusal)));
                 }
                 self.duplex = version == DUPLEX_VERSION;
+                if self.duplex {
+                    // Open before anyone hears of the session, so that a front-end may speak
+                    // at once.
+                    self.outbox.lock().floor = Floor::Free;
+                }
                 Hello {
                     name,
                     max_message: max_message as usize,

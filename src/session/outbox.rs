@@ -98,7 +98,16 @@ pub(super) struct Writer {
     /// out, and what a front-end said (reported with the ACK; a responder's answer, reported as
     /// it went out, has none).
     pub(super) in_flight: VecDeque<(Instant, Option<Vec<u8>>)>,
+    /// The bytes of the messages in `in_flight`.
+    pub(super) in_flight_bytes: usize,
+    /// In a duplex chat, when this side said END: the session waits a while for the last ACKs.
+    pub(super) end_said: Option<Instant>,
 }
+
+/// In a duplex chat, most bytes of messages a side keeps unacknowledged (a longer message goes
+/// alone): little enough to sit in the peer's receive buffer, so that a write never waits for a
+/// peer that is itself waiting to write, whose reading thread would then be stuck too.
+pub const MAX_BYTES_IN_FLIGHT: usize = 64 * 1024;
 
 impl Outbox {
     /// An outbox writing to `stream` (a clone of the session's socket).
@@ -112,6 +121,8 @@ impl Outbox {
                 floor: Floor::Peer,
                 said: Vec::new(),
                 in_flight: VecDeque::new(),
+                in_flight_bytes: 0,
+                end_said: None,
             }),
         }
     }
@@ -128,14 +139,14 @@ impl Outbox {
             Floor::Closed => return Err(Unsaid::Closed),
             Floor::Peer | Floor::Sent(_) => return Err(Unsaid::NotYourTurn),
         }
-        // In a duplex chat the session keeps reading after END: the ACKs of this side's
-        // messages in flight, and the messages that crossed it, are still to come, until the
-        // peer closes. Otherwise END wakes the session's read at once.
-        let wake = speech == Speech::End && writer.floor != Floor::Free;
+        // In a duplex chat with messages in flight the session keeps reading after END: their
+        // ACKs are still to come. Otherwise END wakes the session's read at once.
+        let wake =
+            speech == Speech::End && (writer.floor != Floor::Free || writer.in_flight.is_empty());
         let result = match speech {
             Speech::Message(message) => {
                 writer.refusal(&message)?;
-                if writer.floor == Floor::Free && writer.in_flight.len() >= DEFAULT_MAX_IN_FLIGHT {
+                if writer.floor == Floor::Free && !writer.has_room(message.len()) {
                     return Err(Unsaid::Busy {
                         max: DEFAULT_MAX_IN_FLIGHT,
                     });
@@ -147,6 +158,7 @@ impl Outbox {
                 let writer = &mut *writer;
                 let now = Instant::now();
                 if writer.floor == Floor::Free {
+                    writer.in_flight_bytes += message.len();
                     writer.in_flight.push_back((now, Some(message)));
                 } else {
                     writer.floor = Floor::Sent(now);
@@ -155,6 +167,9 @@ impl Outbox {
                 writer.stream.write_all(&writer.buf)
             }
             Speech::End => {
+                if writer.floor == Floor::Free {
+                    writer.end_said = Some(Instant::now());
+                }
                 writer.floor = Floor::Closed;
                 writer.send(&Frame::End).map(|_| ())
             }
@@ -175,10 +190,11 @@ impl Outbox {
         }
     }
 
-    /// False while a duplex chat's peer has as many of this side's messages unacknowledged as
-    /// it takes: the next would be refused as [`Unsaid::Busy`].
-    pub fn has_room(&self) -> bool {
-        self.writer.lock().in_flight.len() < DEFAULT_MAX_IN_FLIGHT
+    /// False while a duplex chat's peer has as many of this side's messages (or bytes)
+    /// unacknowledged as it takes: a message of `len` bytes would be refused as
+    /// [`Unsaid::Busy`].
+    pub fn has_room(&self, len: usize) -> bool {
+        self.writer.lock().has_room(len)
     }
 
     /// True while this side may say something.
@@ -193,6 +209,22 @@ impl Outbox {
 }
 
 impl Writer {
+    /// Whether a message of `len` bytes may go out now in a duplex chat: fewer than
+    /// [`DEFAULT_MAX_IN_FLIGHT`] messages and [`MAX_BYTES_IN_FLIGHT`] bytes are out, or none.
+    pub(super) fn has_room(&self, len: usize) -> bool {
+        self.in_flight.is_empty()
+            || (self.in_flight.len() < DEFAULT_MAX_IN_FLIGHT
+                && self.in_flight_bytes + len <= MAX_BYTES_IN_FLIGHT)
+    }
+
+    /// The oldest message in flight, acknowledged.
+    pub(super) fn acknowledged(&mut self) -> Option<(Instant, Option<Vec<u8>>)> {
+        let oldest = self.in_flight.pop_front()?;
+        let len = oldest.1.as_ref().map_or(0, Vec::len);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(len);
+        Some(oldest)
+    }
+
     /// Why `message` cannot be sent to this peer.
     pub(super) fn refusal(&self, message: &[u8]) -> Result<(), Unsaid> {
         if message.len() > self.peer_max {

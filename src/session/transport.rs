@@ -8,6 +8,9 @@ use super::*;
 /// loops once more, and one that wakes a millisecond late harms nobody.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
+/// How long a duplex chat's read waits at most before it looks whether this side said END.
+const DUPLEX_GLANCE: Duration = Duration::from_secs(1);
+
 /// What [`Session::recv`] waits for, which its timeout names.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Awaited {
@@ -117,6 +120,12 @@ impl Session {
         }
     }
 
+    /// In a duplex chat after this side's END: when waiting for the last ACKs stops.
+    fn closing_due(&self) -> Option<Instant> {
+        let said = self.outbox.lock().end_said?;
+        Some(said + self.timeouts.handshake)
+    }
+
     /// Notes that the peer is alive.
     pub(super) fn heard(&mut self) {
         self.last_heard = Instant::now();
@@ -181,7 +190,19 @@ impl Session {
                 {
                     return Err(awaited.timed_out(limit.as_secs_f64()));
                 }
-                beat.into_iter().chain(idle.map(|(_, due)| due)).min()
+                let closing = self.closing_due();
+                if closing.is_some_and(|due| due <= now) {
+                    // The ACKs of what this side said before its END did not all come.
+                    return Err(Fault::Done(Ending::EndedByMe));
+                }
+                // A duplex chat's front-end may say END while this read waits: the read wakes
+                // now and then to look.
+                let glance = self.duplex.then(|| now + DUPLEX_GLANCE);
+                beat.into_iter()
+                    .chain(idle.map(|(_, due)| due))
+                    .chain(closing)
+                    .chain(glance)
+                    .min()
             };
             self.set_read_timeout(deadline.map(|due| due.saturating_duration_since(now)))?;
             match self.reader.fill(&mut self.stream) {
