@@ -306,3 +306,39 @@ fn each_ack_is_matched_to_the_oldest_message_in_flight() {
         "round trips not in sending order: {acked:?}"
     );
 }
+
+#[test]
+fn a_client_with_more_to_say_than_may_be_in_flight_holds_back_and_loses_nothing() {
+    let (mut server, port) = start_server(&["--echo", "--quiet", "--max-message", "2000000"]);
+    let port = port.to_string();
+    // Many small lines (over 32 in flight at once), then large ones both ways (over what a
+    // socket buffer holds): all acknowledged, none refused, nobody stuck.
+    let mut input = String::new();
+    for n in 0..300 {
+        input.push_str(&format!("line {n}\n"));
+    }
+    for _ in 0..12 {
+        input.push_str(&"x".repeat(400_000));
+        input.push('\n');
+    }
+    input.push_str("end\n");
+    let client = run(
+        &[
+            "client",
+            "127.0.0.1",
+            &port,
+            "--duplex",
+            "--max-message",
+            "2000000",
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(client.code(), 0, "{}", &client.stderr);
+    assert_eq!(client.stdout.matches("Message Received (#").count(), 312);
+    assert!(client.stdout.contains("Message Received (#312)\n"));
+    assert!(
+        !client.stdout.contains("Not "),
+        "a line was not sent or not delivered"
+    );
+    server.expect_line("The other side left the chat.");
+}
