@@ -154,6 +154,8 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
     } else {
         format!("[{server}] Received: ")
     };
+    // Further lines of a message go under its first.
+    let indent = width(&received_prefix);
     let duplex = session.is_duplex();
     {
         let mut typed = typist.typed.lock();
@@ -182,7 +184,7 @@ fn converse(session: &mut Session, server: &str, typist: &Typist, out: &Terminal
         )),
         Event::Received(text) => {
             let mut line = received_prefix.clone();
-            sanitize_lines_into(&mut line, text, width(&received_prefix));
+            sanitize_lines_into(&mut line, text, indent);
             out.line(&line)
         }
         Event::TooLong { len, max } => out.line(&format!(
@@ -315,13 +317,14 @@ impl Typist {
         self.out.queued(queued.collect());
     }
 
-    /// Says the oldest line waiting; one the server cannot take is reported and the next one
-    /// tried.
+    /// Says what waits to be said, then shows what is left.
     fn speak(&self, typed: &mut Typed) {
         self.say_first(typed);
         self.show(typed);
     }
 
+    /// Says the oldest line waiting (in a duplex chat, every line there is room for); one the
+    /// server cannot take is reported and the next one tried.
     fn say_first(&self, typed: &mut Typed) {
         while let Some(line) = typed.lines.pop_front() {
             if typed.duplex {
@@ -346,7 +349,12 @@ impl Typist {
                     typed.my_turn = false;
                     return;
                 }
-                Err(Unsaid::NotYourTurn | Unsaid::Busy { .. }) => {
+                Err(Unsaid::Busy { .. }) => {
+                    // No room after all: an ACK makes some, and tries again.
+                    typed.lines.push_front(line);
+                    return;
+                }
+                Err(Unsaid::NotYourTurn) => {
                     // Not this side's turn after all: the line waits for it.
                     typed.lines.push_front(line);
                     typed.my_turn = false;
@@ -364,10 +372,10 @@ impl Typist {
 }
 
 impl Typing for Typist {
-    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>> {
+    fn submit(&self, text: String) -> Result<(), String> {
         // Enter took the draft out of the editor.
         self.typed.lock().drafting = false;
-        self.offer(text);
+        self.offer(text.into_bytes());
         Ok(())
     }
 

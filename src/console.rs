@@ -327,6 +327,20 @@ impl Routes {
     fn current(&self) -> Option<u32> {
         self.waiting.front().copied().or(self.addressed)
     }
+
+    /// Session `id`'s label (`#N name`), shared rather than copied; `#N` once it is gone.
+    fn label(&self, id: u32) -> Arc<str> {
+        match self.sessions.get(&id) {
+            Some(route) => Arc::clone(&route.label),
+            None => format!("#{id}").into(),
+        }
+    }
+
+    /// True, once, when session `id` had the last held answer after the input ended, now
+    /// acknowledged (or never to be): the server may shut down.
+    fn last_delivered(&mut self, id: u32) -> bool {
+        self.last_delivery.take_if(|&mut last| last == id).is_some()
+    }
 }
 
 const HELP: &str = "\
@@ -628,7 +642,7 @@ impl Console {
             }) => (*id, &**label),
             None => {
                 let id = routes.current()?;
-                (id, routes.sessions.get(&id).map_or("", |r| &*r.label))
+                (id, &*routes.label(id))
             }
         };
         let others = routes.waiting.iter().filter(|&&w| w != id).count();
@@ -650,10 +664,7 @@ impl Console {
 
     /// Session `id`'s label (`#N name`), shared rather than copied.
     fn label(&self, id: u32) -> Arc<str> {
-        match self.routes.lock().sessions.get(&id) {
-            Some(route) => Arc::clone(&route.label),
-            None => format!("#{id}").into(),
-        }
+        self.routes.lock().label(id)
     }
 }
 
@@ -752,38 +763,37 @@ impl Console {
     }
 
     fn session_event(&self, id: u32, event: Event<'_>) {
-        let duplex = self
-            .routes
-            .lock()
-            .sessions
-            .get(&id)
-            .is_some_and(|r| r.duplex);
+        let is_duplex = |routes: &Routes| routes.sessions.get(&id).is_some_and(|r| r.duplex);
         if event == Event::MyTurn {
             // A duplex chat's floor is always open: nobody waits for the operator.
-            if !self.echo && !duplex {
+            if !self.echo && !is_duplex(&self.routes.lock()) {
                 self.owed(id);
             }
             return;
-        }
-        if duplex && matches!(event, Event::Received(_)) {
-            let mut routes = self.routes.lock();
-            if routes.addressed.is_none() {
-                routes.addressed = Some(id);
-            }
         }
         let routine = matches!(event, Event::Received(_) | Event::Acked { .. });
         if matches!(event, Event::Sent(_)) || (self.quiet && routine) {
             return;
         }
-        self.print_session_event(id, event, duplex);
-        if matches!(event, Event::Acked { .. }) {
-            self.after_last_delivery(id);
+        // One look at the routes for all the event needs.
+        let (label, duplex, last) = {
+            let mut routes = self.routes.lock();
+            let duplex = is_duplex(&routes);
+            if duplex && matches!(event, Event::Received(_)) && routes.addressed.is_none() {
+                routes.addressed = Some(id);
+            }
+            let last = matches!(event, Event::Acked { .. }) && routes.last_delivered(id);
+            (routes.label(id), duplex, last)
+        };
+        self.print_session_event(id, &label, event, duplex);
+        if last {
+            self.all_delivered();
         }
     }
 
-    fn print_session_event(&self, id: u32, event: Event<'_>, duplex: bool) {
-        // Formatted (and the peer's text defused) after the routes lock is released.
-        let label = self.label(id);
+    /// Formats `event` of session `id`, `label`, (the peer's text defused) after the routes
+    /// lock is released, and prints it.
+    fn print_session_event(&self, id: u32, label: &str, event: Event<'_>, duplex: bool) {
         let line = match event {
             Event::MyTurn | Event::Sent(_) => String::new(),
             Event::Unacknowledged => format!(
@@ -792,7 +802,7 @@ impl Console {
             Event::Received(text) => {
                 let mut line = String::with_capacity(label.len() + text.len() + 16);
                 line.push('[');
-                line.push_str(&label);
+                line.push_str(label);
                 line.push_str("] Received: ");
                 let indent = width(&line);
                 sanitize_lines_into(&mut line, text, indent);
@@ -811,10 +821,10 @@ impl Console {
             ),
             Event::Unsendable(why) => format!("[{label}] Not sent: {why}."),
         };
-        let started = Instant::now();
+        let started = duplex.then(Instant::now);
         self.out.line(&line);
-        if duplex && started.elapsed() > LAG {
-            self.lags(id, &label);
+        if started.is_some_and(|at| at.elapsed() > LAG) {
+            self.lags(id, label);
         }
     }
 
@@ -874,21 +884,11 @@ impl Console {
         }
     }
 
-    /// Shuts the server down if session `id` had the last held answer, now acknowledged (or
-    /// never to be).
-    fn after_last_delivery(&self, id: u32) {
-        let last = {
-            let mut routes = self.routes.lock();
-            routes
-                .last_delivery
-                .take_if(|&mut last| last == id)
-                .is_some()
-        };
-        if last {
-            self.out
-                .line("End of input: every held answer delivered; shutting down.");
-            self.server.shutdown();
-        }
+    /// The last held answer is acknowledged (or never to be), after the end of input.
+    fn all_delivered(&self) {
+        self.out
+            .line("End of input: every held answer delivered; shutting down.");
+        self.server.shutdown();
     }
 
     /// A chat that was connected ended.
@@ -900,13 +900,13 @@ impl Console {
     /// Session `id` is over: it leaves the routes and the queue, and `line` says so. A draft
     /// begun for it stays, marked, and goes to nobody else unless the operator says so.
     fn gone(&self, id: u32, line: &str) {
-        let kept = {
+        self.lagging.lock().remove(&id);
+        let (kept, last) = {
             let mut routes = self.routes.lock();
             routes.sessions.remove(&id);
             routes.waiting.retain(|&w| w != id);
             routes.addressed.take_if(|&mut a| a == id);
-            self.lagging.lock().remove(&id);
-            match &mut routes.draft {
+            let kept = match &mut routes.draft {
                 Some(Draft {
                     to: Some((to, label)),
                     gone,
@@ -915,10 +915,13 @@ impl Console {
                     Some(Arc::clone(label))
                 }
                 _ => None,
-            }
+            };
+            (kept, routes.last_delivered(id))
         };
         self.out.line(line);
-        self.after_last_delivery(id);
+        if last {
+            self.all_delivered();
+        }
         if let Some(label) = kept {
             self.out.line(&format!(
                 "[{label}] Your draft for them is kept, and goes to nobody else unless you start it with @N."
@@ -972,23 +975,24 @@ fn format_duration(d: Duration) -> String {
 
 /// The operator typing into the line editor.
 impl Typing for Console {
-    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>> {
+    fn submit(&self, text: String) -> Result<(), String> {
         let draft = self.routes.lock().draft.take();
         let draft = draft.unwrap_or(Draft {
             to: None,
             gone: false,
         });
-        let done = match Console::unaddressed(&text, &draft) {
+        let line = text.as_bytes();
+        let done = match Console::unaddressed(line, &draft) {
             Some(why) => {
                 self.out.line(&why);
                 false
             }
             None if self.server.is_shutting_down() => true,
             None => {
-                self.out.input_taken(&text);
+                self.out.input_taken(line);
                 match &draft.to {
-                    Some((id, _)) if !names_its_way(&text) => self.answer(Some(*id), text.clone()),
-                    _ => self.command(&text),
+                    Some((id, _)) if !names_its_way(line) => self.answer(Some(*id), line.to_vec()),
+                    _ => self.command(line),
                 }
             }
         };
@@ -1012,10 +1016,7 @@ impl Typing for Console {
         {
             let mut routes = self.routes.lock();
             routes.draft = open.then(|| Draft {
-                to: routes.current().map(|id| {
-                    let label = routes.sessions.get(&id).map(|r| Arc::clone(&r.label));
-                    (id, label.unwrap_or_else(|| format!("#{id}").into()))
-                }),
+                to: routes.current().map(|id| (id, routes.label(id))),
                 gone: false,
             });
         }

@@ -507,10 +507,6 @@ mod tests {
         bytes.iter().filter_map(|&b| editor.byte(b)).collect()
     }
 
-    fn draft(editor: &Editor) -> String {
-        editor.draft()
-    }
-
     fn submit(text: &str) -> Action {
         Action::Submit(text.to_string())
     }
@@ -530,9 +526,9 @@ mod tests {
     fn backspace_ctrl_u_and_ctrl_w_edit_and_close_the_draft() {
         let mut e = Editor::new(Keys::default());
         type_in(&mut e, b"hello  big world\x17");
-        assert_eq!(draft(&e), "hello  big ");
+        assert_eq!(e.draft(), "hello  big ");
         type_in(&mut e, b"\x17\x7f\x7f");
-        assert_eq!(draft(&e), "hello");
+        assert_eq!(e.draft(), "hello");
         assert_eq!(type_in(&mut e, b"\x15"), [Action::Closed]);
         assert_eq!(type_in(&mut e, b"x\x7f"), [Action::Opened, Action::Closed]);
     }
@@ -541,9 +537,9 @@ mod tests {
     fn arrows_home_and_end_move_the_cursor_for_insertion() {
         let mut e = Editor::new(Keys::default());
         type_in(&mut e, b"bd\x1b[Dc\x1b[Ha\x1b[Fe\x1b[D\x1b[D\x1b[C\x1b[3~");
-        assert_eq!(draft(&e), "abcd");
+        assert_eq!(e.draft(), "abcd");
         type_in(&mut e, b"\x1b[1~>\x1b[4~<\x1bOH[\x1bOF]");
-        assert_eq!(draft(&e), "[>abcd<]");
+        assert_eq!(e.draft(), "[>abcd<]");
     }
 
     #[test]
@@ -551,13 +547,13 @@ mod tests {
         let mut e = Editor::new(Keys::default());
         type_in(&mut e, b"one\rtwo\rdraft");
         type_in(&mut e, b"\x1b[A");
-        assert_eq!(draft(&e), "two");
+        assert_eq!(e.draft(), "two");
         type_in(&mut e, b"\x1b[A\x1b[A");
-        assert_eq!(draft(&e), "one");
+        assert_eq!(e.draft(), "one");
         type_in(&mut e, b"\x1b[B");
-        assert_eq!(draft(&e), "two");
+        assert_eq!(e.draft(), "two");
         type_in(&mut e, b"\x1b[B");
-        assert_eq!(draft(&e), "draft");
+        assert_eq!(e.draft(), "draft");
         assert_eq!(
             type_in(&mut e, b"\x15\x1b[A\r"),
             [Action::Closed, Action::Opened, submit("two")]
@@ -568,7 +564,7 @@ mod tests {
     fn ctrl_d_ends_input_only_on_an_empty_draft() {
         let mut e = Editor::new(Keys::default());
         assert_eq!(type_in(&mut e, b"ab\x1b[D\x04"), [Action::Opened]);
-        assert_eq!(draft(&e), "a");
+        assert_eq!(e.draft(), "a");
         assert_eq!(
             type_in(&mut e, b"\x15\x04"),
             [Action::Closed, Action::EndOfInput]
@@ -582,12 +578,12 @@ mod tests {
         for &b in bytes {
             e.byte(b);
         }
-        assert_eq!(draft(&e), "日本e\u{301}");
+        assert_eq!(e.draft(), "日本e\u{301}");
         // One Backspace takes the accented e whole; Left steps over a wide character.
         type_in(&mut e, b"\x7f\x1b[Dx");
-        assert_eq!(draft(&e), "日x本");
+        assert_eq!(e.draft(), "日x本");
         type_in(&mut e, b"\xff\xfe!");
-        assert_eq!(draft(&e), "日x!本", "bytes that are not UTF-8 are dropped");
+        assert_eq!(e.draft(), "日x!本", "bytes that are not UTF-8 are dropped");
     }
 
     #[test]
@@ -595,7 +591,7 @@ mod tests {
         let mut e = Editor::new(Keys::default());
         let actions = type_in(&mut e, b"\x1b[200~first\r\nsecond\rthird\n\n5th\n\x1b[201~");
         assert_eq!(actions, [Action::Opened]);
-        assert_eq!(draft(&e), "first\nsecond\nthird\n\n5th\n");
+        assert_eq!(e.draft(), "first\nsecond\nthird\n\n5th\n");
         assert_eq!(
             type_in(&mut e, b"\r"),
             [submit("first\nsecond\nthird\n\n5th")]
@@ -629,7 +625,7 @@ mod tests {
         assert_eq!(actions, [Action::Opened, submit("for alice")]);
         e.restore("for alice");
         type_in(&mut e, b"!");
-        assert_eq!(draft(&e), "for alice!");
+        assert_eq!(e.draft(), "for alice!");
     }
 
     #[test]
@@ -692,7 +688,7 @@ mod tests {
         let actions = type_in(&mut e, b"\x1b[200~\r\n\x07\r\x1b[201~\r");
         assert_eq!(actions, [Action::Opened, Action::Closed]);
         type_in(&mut e, "x\u{202e}\u{9b}y".as_bytes());
-        assert_eq!(draft(&e), "xy");
+        assert_eq!(e.draft(), "xy");
     }
 
     #[test]

@@ -62,7 +62,7 @@ struct Screen {
 pub trait Typing: Sync {
     /// A message the user finished, multi-line or not. Handing it back keeps it as the draft
     /// (it could not be sent, and the front-end has said why).
-    fn submit(&self, text: Vec<u8>) -> Result<(), Vec<u8>>;
+    fn submit(&self, text: String) -> Result<(), String>;
     /// A draft was opened (its first character typed) or closed (emptied without sending).
     fn draft(&self, open: bool);
     /// The user has nothing more to say (Ctrl-D on an empty draft, or stdin closed).
@@ -138,10 +138,10 @@ impl Terminal {
         let mut screen = self.screen.lock();
         let mut out = String::with_capacity(text.len() + 16);
         if self.editing {
-            screen.erase(&mut out);
-            out.push_str(text);
-            out.push('\n');
-            screen.draw(&mut out);
+            screen.redraw(&mut out, |_, out| {
+                out.push_str(text);
+                out.push('\n');
+            });
         } else {
             if screen.prompt.is_some() {
                 out.push_str(self.leave_prompt());
@@ -173,9 +173,9 @@ impl Terminal {
         }
         let mut out = String::new();
         if self.editing {
-            screen.erase(&mut out);
-            screen.prompt = prompt.map(str::to_string);
-            screen.draw(&mut out);
+            screen.redraw(&mut out, |screen, _| {
+                screen.prompt = prompt.map(str::to_string)
+            });
         } else {
             if screen.prompt.is_some() {
                 out.push_str(self.leave_prompt());
@@ -192,11 +192,10 @@ impl Terminal {
         if !self.editing {
             return;
         }
-        let mut screen = self.screen.lock();
         let mut out = String::new();
-        screen.erase(&mut out);
-        screen.queued = lines;
-        screen.draw(&mut out);
+        self.screen
+            .lock()
+            .redraw(&mut out, |screen, _| screen.queued = lines);
         write_out(&out);
     }
 
@@ -218,22 +217,23 @@ impl Terminal {
     /// after the prompt, each further line of it under the first, unless the terminal already
     /// shows it (stdin a terminal without the editor).
     pub fn input_taken(&self, line: &[u8]) {
+        let echo = |screen: &mut Screen, out: &mut String| {
+            if let Some(prompt) = screen.prompt.take()
+                && self.echo_input
+            {
+                if self.editing {
+                    out.push_str(&prompt);
+                }
+                sanitize_lines_into(out, line, width(&prompt));
+                out.push('\n');
+            }
+        };
         let mut screen = self.screen.lock();
         let mut out = String::new();
         if self.editing {
-            screen.erase(&mut out);
-        }
-        if let Some(prompt) = screen.prompt.take()
-            && self.echo_input
-        {
-            if self.editing {
-                out.push_str(&prompt);
-            }
-            sanitize_lines_into(&mut out, line, width(&prompt));
-            out.push('\n');
-        }
-        if self.editing {
-            screen.draw(&mut out);
+            screen.redraw(&mut out, echo);
+        } else {
+            echo(&mut screen, &mut out);
         }
         write_out(&out);
     }
@@ -255,9 +255,9 @@ impl Terminal {
             out.push('\n');
         }
         if !screen.editor.is_empty() {
-            let draft = screen.editor.draft();
-            out.push_str("Draft not sent: ");
-            sanitize_lines_into(&mut out, draft.as_bytes(), 16);
+            const LABEL: &str = "Draft not sent: ";
+            out.push_str(LABEL);
+            sanitize_lines_into(&mut out, screen.editor.draft().as_bytes(), LABEL.len());
             out.push('\n');
         }
         write_out(&out);
@@ -295,18 +295,15 @@ impl Terminal {
                     Some(Action::Opened) => typing.draft(true),
                     Some(Action::Closed) => typing.draft(false),
                     Some(Action::Submit(text)) => {
-                        if let Err(kept) = typing.submit(text.into_bytes()) {
-                            let kept = String::from_utf8_lossy(&kept).into_owned();
+                        if let Err(kept) = typing.submit(text) {
                             self.screen.lock().editor.restore(&kept);
                         }
                     }
                     Some(Action::EndOfInput) => return typing.end_of_input(),
                 }
             }
-            let mut screen = self.screen.lock();
             let mut out = String::new();
-            screen.erase(&mut out);
-            screen.draw(&mut out);
+            self.screen.lock().redraw(&mut out, |_, _| {});
             write_out(&out);
         }
         typing.end_of_input();
@@ -370,6 +367,14 @@ impl Screen {
             }
             out.push_str("\x1b[J");
         }
+    }
+
+    /// Takes the drawing away, lets `change` print above it (into `out`) or change what is
+    /// drawn, and draws it again: all in `out`, for one write.
+    fn redraw(&mut self, out: &mut String, change: impl FnOnce(&mut Screen, &mut String)) {
+        self.erase(out);
+        change(self, out);
+        self.draw(out);
     }
 
     /// Draws the queued lines, the prompt and the draft, if there is anything to draw.

@@ -27,13 +27,18 @@ struct DuplexPeer {
 }
 
 impl DuplexPeer {
-    fn connect(port: u16) -> DuplexPeer {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    /// A raw peer over `stream`, every read bounded.
+    fn over(stream: TcpStream) -> DuplexPeer {
         stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let mut peer = DuplexPeer {
+        DuplexPeer {
             stream,
             reader: FrameReader::new(1 << 20),
-        };
+        }
+    }
+
+    fn connect(port: u16) -> DuplexPeer {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut peer = DuplexPeer::over(stream);
         peer.send(&Frame::Hello {
             version: DUPLEX_VERSION,
             max_message: 1 << 20,
@@ -246,11 +251,7 @@ fn each_ack_is_matched_to_the_oldest_message_in_flight() {
     // one write: the first was out longest, so its round trip must be the longest.
     let server = std::thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let mut peer = DuplexPeer {
-            stream,
-            reader: FrameReader::new(1 << 20),
-        };
+        let mut peer = DuplexPeer::over(stream);
         assert!(matches!(
             peer.recv(),
             Frame::Hello {

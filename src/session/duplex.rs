@@ -83,7 +83,7 @@ impl Session {
             Some(frame) => frame,
             None => self.recv(idle, Awaited::Anything)?,
         };
-        let end_said = self.outbox.lock().end_said.is_some();
+        let end_said = |session: &Session| session.outbox.lock().end_said.is_some();
         match frame {
             Frame::Message(_) if peer_ended.is_some() => {
                 Err(Fault::Violation("MESSAGE after END".into()))
@@ -103,7 +103,7 @@ impl Session {
                 }
                 // A message that crossed this side's END is acknowledged and shown, not answered.
                 let answer = responder
-                    .filter(|_| !end_said)
+                    .filter(|_| !end_said(self))
                     .map(|responder| responder.answer(&message));
                 let (sent, refusal) = self.acknowledge(answer.as_deref());
                 sent?;
@@ -138,7 +138,7 @@ impl Session {
                 Ok(Step::Going)
             }
             // The two ENDs crossed: this side ended the chat as much as the peer did.
-            Frame::End if end_said => Err(Fault::Done(Ending::EndedByMe)),
+            Frame::End if end_said(self) => Err(Fault::Done(Ending::EndedByMe)),
             Frame::End => Ok(Step::PeerEnded),
             other => Err(self.terminal_or_unexpected(other)),
         }

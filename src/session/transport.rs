@@ -120,8 +120,12 @@ impl Session {
         }
     }
 
-    /// In a duplex chat after this side's END: when waiting for the last ACKs stops.
+    /// In a duplex chat after this side's END: when waiting for the last ACKs stops. (Turn
+    /// by turn, END wakes the read at once: no lock is taken to ask.)
     fn closing_due(&self) -> Option<Instant> {
+        if !self.duplex {
+            return None;
+        }
         let said = self.outbox.lock().end_said?;
         Some(said + self.timeouts.handshake)
     }
